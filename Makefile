@@ -1,0 +1,70 @@
+# redis-platform: `make up` starts the local twin, `make test` runs every check.
+# Both work on a fresh Debian machine with Python 3.11 and are safe to run twice.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+REPORTS ?= reports
+
+.PHONY: help venv redis-server up down status smoke lint unit integration test bench lock clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## create .venv and install the project (pinned by constraints.txt)
+
+redis-server: ## install Debian's redis-server and redis-tools when missing
+	@if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then \
+		echo "redis-server: $$(redis-server --version | cut -d' ' -f3)"; \
+	else \
+		$(SUDO) apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server redis-tools; \
+	fi
+
+up: venv redis-server ## start the local twin (TLS + ACL Redis Cluster on 127.0.0.1) and show it
+	$(BIN)/redisops local up
+
+down: venv ## stop the twin (data kept; `redisops local down --purge` deletes it)
+	$(BIN)/redisops local down
+
+status: venv ## the twin's nodes, roles, shards and slots
+	$(BIN)/redisops local status
+
+smoke: venv redis-server ## run the smoke suite against the running twin
+	$(BIN)/redisops smoke --target local --report-dir $(REPORTS)
+
+lint: venv ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+unit: venv ## pure-logic tests
+	$(BIN)/pytest tests/unit -q
+
+integration: venv redis-server ## tests against real redis-server processes, incl. the smoke suite on a twin
+	$(BIN)/pytest tests/integration -q
+
+test: lint unit integration ## everything CI runs
+
+bench: venv redis-server ## cold start and failover numbers, 5 runs each (not part of test)
+	$(BIN)/python bench/twin_bench.py --runs 5
+
+lock: ## refresh constraints.txt from a clean resolve of pyproject.toml
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet -e '.[dev]'
+	.lock-venv/bin/pip freeze --exclude-editable | grep -v '^redis-platform' > constraints.txt
+	rm -rf .lock-venv
+
+clean: ## remove the virtualenv and caches (not the twin's data)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -1,0 +1,5 @@
+"""`python -m redisops` runs the CLI."""
+
+from redisops.cli import main
+
+main()

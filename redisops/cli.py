@@ -1,0 +1,386 @@
+"""The `redisops` command line: the local twin, reconcile, and the smoke suite.
+
+Exit codes: 0 success, 1 a check or an operation failed, 2 bad usage or configuration.
+Every command that scripts call has `--json` (stdout then holds JSON only; progress and
+logs go to stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import redis
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from redisops import acl, log
+from redisops.client import Credentials, Endpoint, TlsClient
+from redisops.cluster import format_ranges
+from redisops.errors import ConfigError, RedisOpsError
+from redisops.local.settings import DEFAULT_STATE_DIR
+from redisops.local.twin import Twin
+from redisops.reconcile import ReconcileOptions, ReconcileReport, reconcile
+from redisops.topology import DesiredCluster, DesiredNode
+
+app = typer.Typer(
+    name="redisops",
+    help="Operate the redis-platform Redis Cluster: the local twin, reconcile, smoke tests.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+local_app = typer.Typer(help="The local twin: a real TLS + ACL Redis Cluster on 127.0.0.1.")
+app.add_typer(local_app, name="local")
+
+out = Console()
+err = Console(stderr=True)
+logger = logging.getLogger("redisops")
+
+StateDir = Annotated[
+    Path,
+    typer.Option(
+        "--state-dir",
+        envvar="REDISOPS_STATE_DIR",
+        help="Where the twin keeps data, config, certificates and credentials.",
+    ),
+]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON only (for scripts).")]
+
+
+def _emit(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _status_table(status: dict[str, Any]) -> Table:
+    table = Table(title=f"local twin ({status['state_dir']})")
+    for column in ("node", "zone", "role", "shard", "slots", "state", "pid"):
+        table.add_column(column)
+    for node in status["nodes"]:
+        state = node["cluster_state"] or ("down" if not node["running"] else "unreachable")
+        style = "green" if state == "ok" else "red"
+        table.add_row(
+            f"{node['host']}:{node['port']}",
+            node["zone"] or "-",
+            node["role"],
+            "-" if node["shard"] is None else str(node["shard"]),
+            format_ranges([tuple(r) for r in node["slots"]]) if node["slots"] else "-",
+            f"[{style}]{state}[/{style}]",
+            str(node["pid"] or "-"),
+        )
+    return table
+
+
+def _print_report(report: ReconcileReport) -> None:
+    for action in report.actions:
+        out.print(f"  {'would ' if report.dry_run else ''}{action.message}")
+    for finding in report.findings:
+        colour = {"error": "red", "warning": "yellow", "info": "blue"}[finding.severity]
+        where = f" {finding.node}" if finding.node else ""
+        fix = f" — fix: {finding.fix}" if finding.fix else ""
+        out.print(
+            f"  [{colour}]{finding.severity}[/{colour}] {finding.code}{where}: "
+            f"{finding.message}{fix}"
+        )
+    out.print(report.summary())
+
+
+def _report_json(report: ReconcileReport) -> dict[str, Any]:
+    data = report.model_dump(mode="json")
+    data.update(changed=report.changed, healthy=report.healthy, summary=report.summary())
+    return data
+
+
+# ---- local ------------------------------------------------------------------------
+
+
+@local_app.command("up")
+def local_up(
+    shards: Annotated[int | None, typer.Option(help="Number of shards (>= 3). Default 3.")] = None,
+    replicas: Annotated[
+        int | None, typer.Option(help="Replicas per shard (>= 0). Default 1.")
+    ] = None,
+    node_timeout: Annotated[
+        int | None, typer.Option(help="cluster-node-timeout in ms. Default 1000.")
+    ] = None,
+    base_port: Annotated[
+        int | None, typer.Option(help="First node's port; bus ports are +10000. Default 7000.")
+    ] = None,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    json_out: JsonOut = False,
+) -> None:
+    """Start the twin (or recover / grow it) and print its status. Safe to run twice."""
+    twin = Twin(state_dir, progress=logger.info)
+    report = twin.up(
+        shards=shards, replicas=replicas, node_timeout_ms=node_timeout, base_port=base_port
+    )
+    status = twin.status()
+    if json_out:
+        _emit({"reconcile": _report_json(report), "status": status})
+    else:
+        out.print(_status_table(status))
+        _print_report(report)
+    if not (report.healthy and status["healthy"]):
+        raise typer.Exit(1)
+
+
+@local_app.command("down")
+def local_down(
+    purge: Annotated[
+        bool, typer.Option("--purge", help="Also delete data, certificates and credentials.")
+    ] = False,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    json_out: JsonOut = False,
+) -> None:
+    """Stop every node of the twin by PID. Data is kept unless --purge."""
+    stopped = Twin(state_dir, progress=logger.info).down(purge=purge)
+    if json_out:
+        _emit({"stopped_ports": stopped, "purged": purge})
+    else:
+        out.print(
+            f"stopped {len(stopped)} node(s)"
+            + ("; state removed" if purge else f"; data kept in {state_dir}")
+        )
+
+
+@local_app.command("status")
+def local_status(state_dir: StateDir = DEFAULT_STATE_DIR, json_out: JsonOut = False) -> None:
+    """Nodes, roles, shards and slots. Exit 1 when a node is down or not ok."""
+    status = Twin(state_dir).status()
+    if json_out:
+        _emit(status)
+    else:
+        out.print(_status_table(status))
+    if not status["healthy"]:
+        raise typer.Exit(1)
+
+
+@local_app.command("start-node")
+def local_start_node(
+    port: Annotated[int, typer.Argument(help="Port of the node to start.")],
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    json_out: JsonOut = False,
+) -> None:
+    """Start one stopped node with its data (e.g. after a crash drill)."""
+    twin = Twin(state_dir)
+    _require_node(twin, port)
+    pid = twin.start_node(port)
+    _emit({"port": port, "pid": pid}) if json_out else out.print(f"started :{port} (pid {pid})")
+
+
+@local_app.command("stop-node")
+def local_stop_node(
+    port: Annotated[int, typer.Argument(help="Port of the node to stop.")],
+    kill: Annotated[bool, typer.Option("--kill", help="kill -9 (a crash), not SIGTERM.")] = False,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    json_out: JsonOut = False,
+) -> None:
+    """Stop one node (SIGTERM, or a crash with --kill), for drills."""
+    twin = Twin(state_dir)
+    _require_node(twin, port)
+    pid = twin.kill_node(port) if kill else twin.stop_node(port)
+    _emit({"port": port, "pid": pid}) if json_out else out.print(f"stopped :{port} (pid {pid})")
+
+
+def _require_node(twin: Twin, port: int) -> None:
+    ports = twin.settings().ports
+    if port not in ports:
+        raise ConfigError(
+            f"port {port}: not a node of this twin; its nodes are {ports[0]}-{ports[-1]}"
+        )
+
+
+# ---- reconcile --------------------------------------------------------------------
+
+
+def _parse_node(text: str) -> DesiredNode:
+    address, _, zone = text.partition("=")
+    return DesiredNode(endpoint=Endpoint.parse(address), zone=zone or None)
+
+
+@app.command("reconcile")
+def reconcile_cmd(
+    target: Annotated[
+        str | None, typer.Option(help="'local' to reconcile the twin; else give --node etc.")
+    ] = None,
+    node: Annotated[
+        list[str] | None,
+        typer.Option(help="host:port[=zone] of a desired node, in order; repeat per node."),
+    ] = None,
+    shards: Annotated[int | None, typer.Option(help="Desired shards.")] = None,
+    replicas: Annotated[int | None, typer.Option(help="Desired replicas per shard.")] = None,
+    ca: Annotated[Path | None, typer.Option(help="CA certificate (PEM).")] = None,
+    cert: Annotated[Path | None, typer.Option(help="Client certificate (PEM).")] = None,
+    key: Annotated[Path | None, typer.Option(help="Client key (PEM).")] = None,
+    user: Annotated[str, typer.Option(help="Redis user to act as.")] = acl.OPERATOR,
+    password_file: Annotated[Path | None, typer.Option(help="File holding its password.")] = None,
+    acl_file: Annotated[
+        Path | None, typer.Option(help="Rendered ACL file every node must enforce.")
+    ] = None,
+    reload_tls: Annotated[
+        bool, typer.Option("--reload-tls", help="Make every node re-read its certificates.")
+    ] = False,
+    admin_password_file: Annotated[
+        Path | None, typer.Option(help="admin's password file (needed by --reload-tls).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report, change nothing.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for convergence.")] = 60.0,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    json_out: JsonOut = False,
+) -> None:
+    """Form, heal or scale the cluster, load ACLs, reload TLS; report drift as findings."""
+    options = ReconcileOptions(
+        reload_tls=reload_tls, dry_run=dry_run, timeout_s=timeout, progress=logger.info
+    )
+    if target == "local":
+        twin = Twin(state_dir)
+        settings = twin.settings()
+        desired = settings.desired()
+        tls = twin.client_tls(acl.OPERATOR)
+        creds = twin.credentials(acl.OPERATOR)
+        options.acl_text = twin.acl_text(settings)
+        options.write_acl = twin.write_acl
+        if reload_tls:
+            options.admin = twin.credentials(acl.ADMIN)
+    elif target is not None:
+        raise ConfigError(f"--target {target!r}: only 'local' is known; or give --node etc.")
+    else:
+        missing = [
+            name
+            for name, value in (
+                ("--node", node),
+                ("--shards", shards),
+                ("--replicas", replicas),
+                ("--ca", ca),
+                ("--password-file", password_file),
+            )
+            if not value and value != 0
+        ]
+        if missing:
+            raise ConfigError(f"reconcile: {', '.join(missing)} required (or use --target local)")
+        if node is None or shards is None or replicas is None or password_file is None:
+            raise ConfigError("reconcile: --node, --shards, --replicas, --password-file needed")
+        try:
+            desired = DesiredCluster(
+                shards=shards, replicas=replicas, nodes=tuple(_parse_node(n) for n in node)
+            )
+        except ValueError as exc:
+            raise ConfigError(f"reconcile: {_first_error(exc)}") from exc
+        tls = TlsClient(
+            ca_file=str(ca),
+            cert_file=str(cert) if cert else None,
+            key_file=str(key) if key else None,
+        )
+        creds = Credentials.from_file(user, password_file)
+        if acl_file is not None:
+            try:
+                options.acl_text = acl_file.read_text()
+            except OSError as exc:
+                raise ConfigError(f"--acl-file {acl_file}: {exc.strerror}") from exc
+        if admin_password_file is not None:
+            options.admin = Credentials.from_file(acl.ADMIN, admin_password_file)
+    report = reconcile(desired, tls, creds, options)
+    if json_out:
+        _emit(_report_json(report))
+    else:
+        _print_report(report)
+    if not report.healthy:
+        raise typer.Exit(1)
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return str(first.get("msg", exc)).removeprefix("Value error, ")
+    return str(exc)
+
+
+# ---- smoke ------------------------------------------------------------------------
+
+
+@app.command("smoke")
+def smoke_cmd(
+    target: Annotated[str, typer.Option(help="Where to run: local (the twin).")] = "local",
+    report_dir: Annotated[
+        Path, typer.Option(help="Where the JUnit XML and the JSON report go.")
+    ] = Path("reports"),
+    no_disruption: Annotated[
+        bool, typer.Option("--no-disruption", help="Skip checks that crash nodes.")
+    ] = False,
+    select: Annotated[
+        str | None, typer.Option("-k", help="Only checks matching this pytest expression.")
+    ] = None,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    json_out: JsonOut = False,
+) -> None:
+    """Run the post-rollout smoke suite against a target; exit 1 on any failure."""
+    from smoke_tests import runner  # imported late: pulls in pytest
+
+    if target != "local":
+        raise ConfigError(f"--target {target!r}: only 'local' is available so far")
+    if not (state_dir / "state.json").exists():
+        raise ConfigError(
+            f"no local twin in {state_dir}; start one with `make up` or `redisops local up`"
+        )
+    report = runner.run(
+        target,
+        state_dir,
+        report_dir,
+        no_disruption=no_disruption,
+        select=select,
+        quiet_stdout=json_out,
+    )
+    if json_out:
+        _emit(report)
+    else:
+        _print_smoke(report)
+    if not report["ok"]:
+        raise typer.Exit(1)
+
+
+def _print_smoke(report: dict[str, Any]) -> None:
+    table = Table(title=f"smoke: {report['target']} ({report['duration_s']} s)")
+    for column in ("measurement", "value", "goal", "check"):
+        table.add_column(column)
+    for name, row in report["measurements"].items():
+        goal = row.get("goal")
+        met = row.get("goal_met")
+        mark = "" if met is None else (" [green]met[/green]" if met else " [yellow]missed[/yellow]")
+        table.add_row(
+            name,
+            f"{row.get('value')} {row.get('unit', '')}",
+            "-" if goal is None else f"<= {goal}{mark}",
+            row["test"].split("::")[-1][:60],
+        )
+    out.print(table)
+    for test in report["tests"]:
+        if test["outcome"] in ("failed", "error"):
+            out.print(f"[red]{test['outcome']}[/red] {test['id']}\n{test.get('message', '')}")
+    counts = report["counts"]
+    colour = "green" if report["ok"] else "red"
+    out.print(
+        f"[{colour}]{counts['passed']} passed, {counts['failed']} failed, "
+        f"{counts['error']} errors, {counts['skipped']} skipped[/{colour}] — "
+        f"JUnit: {report['junit_xml']}"
+    )
+
+
+# ---- entry point ------------------------------------------------------------------
+
+
+def main() -> None:
+    """Run the CLI, turning errors into one line and the documented exit codes."""
+    log.setup()
+    try:
+        app()  # exits by itself: 0, typer.Exit codes, or 2 for usage errors
+    except RedisOpsError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True, markup=True)
+        sys.exit(exc.exit_code)
+    except redis.RedisError as exc:
+        err.print(f"[red]error:[/red] Redis: {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)

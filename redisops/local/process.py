@@ -1,0 +1,130 @@
+"""Starting and stopping the twin's `redis-server` processes, always by PID."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from redisops.errors import ConfigError, OperationError
+
+REDIS_SERVER_HINT = (
+    "install it with `sudo apt-get install -y redis-server redis-tools` "
+    "(or run `make up`, which does)"
+)
+
+
+def redis_server_path() -> str:
+    path = shutil.which("redis-server")
+    if path is None:
+        raise ConfigError(f"redis-server not found on PATH; {REDIS_SERVER_HINT}")
+    return path
+
+
+def read_pid(pidfile: Path) -> int | None:
+    try:
+        text = pidfile.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {pidfile} ({exc.strerror}); check its permissions") from exc
+    return int(text) if text.isdigit() else None
+
+
+def is_redis_process(pid: int, port: int) -> bool:
+    """Whether `pid` is a live redis-server serving `port` (guards against PID reuse)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    # Redis rewrites its title to "redis-server 127.0.0.1:7000 [cluster]".
+    return "redis-server" in cmdline and f":{port}" in cmdline
+
+
+def running_pid(pidfile: Path, port: int) -> int | None:
+    """The PID of the node's live process, or None (a stale pid file is ignored)."""
+    pid = read_pid(pidfile)
+    if pid is not None and is_redis_process(pid, port):
+        return pid
+    return None
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return True
+            raise
+    return False
+
+
+def start(conf: Path, pidfile: Path, logfile: Path, port: int, timeout: float = 10.0) -> int:
+    """Start a daemonized redis-server and return its PID once it has written it."""
+    pidfile.unlink(missing_ok=True)  # a stale file would be mistaken for success
+    log_offset = logfile.stat().st_size if logfile.exists() else 0
+    proc = subprocess.run(
+        [redis_server_path(), str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = running_pid(pidfile, port)
+        if pid is not None:
+            return pid
+        if proc.returncode != 0:
+            break
+        time.sleep(0.02)
+    reason = _log_tail(logfile, log_offset) or proc.stderr.strip() or proc.stdout.strip()
+    raise OperationError(
+        f"redis-server on port {port} did not start: {reason or 'no output'}; see {logfile}"
+    )
+
+
+def _log_tail(logfile: Path, offset: int) -> str:
+    try:
+        with logfile.open("rb") as handle:
+            handle.seek(offset)
+            lines = handle.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    important = [line for line in lines if "#" in line or "FATAL" in line or "Error" in line]
+    return " | ".join((important or lines)[-3:]).strip()
+
+
+def stop(pid: int, port: int, timeout: float = 15.0) -> None:
+    """SIGTERM (Redis saves and exits), then SIGKILL if it does not stop in time."""
+    if not is_redis_process(pid, port):
+        return
+    os.kill(pid, signal.SIGTERM)
+    if _wait_gone(pid, port, timeout):
+        return
+    os.kill(pid, signal.SIGKILL)
+    if not _wait_gone(pid, port, 5.0):
+        raise OperationError(f"redis-server pid {pid} (port {port}) survived SIGKILL")
+
+
+def kill(pid: int, port: int) -> None:
+    """kill -9: a crash, for failover drills."""
+    if is_redis_process(pid, port):
+        os.kill(pid, signal.SIGKILL)
+        _wait_gone(pid, port, 5.0)
+
+
+def _wait_gone(pid: int, port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_redis_process(pid, port):
+            return True
+        time.sleep(0.02)
+    return False

@@ -1,0 +1,184 @@
+"""The local twin's settings and where it keeps its files (`.redisops/local/`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+
+from redisops.acl import DEFAULT_STREAMS, validate_stream_patterns
+from redisops.client import Endpoint
+from redisops.conf import TlsAuthClients
+from redisops.errors import ConfigError
+from redisops.tls import TlsLayout
+from redisops.topology import MIN_SHARDS, DesiredCluster, DesiredNode
+
+DEFAULT_STATE_DIR = Path(".redisops/local")
+TWIN_ZONES = ("zone-a", "zone-b", "zone-c")
+BUS_OFFSET = 10000
+HOST = "127.0.0.1"
+
+
+class TwinSettings(BaseModel):
+    """What shape of twin to run; stored in state.json so later commands agree."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    shards: int = 3
+    replicas: int = 1
+    base_port: int = 7000
+    node_timeout_ms: int = 1000
+    tls_auth_clients: TlsAuthClients = "yes"
+    streams: tuple[str, ...] = DEFAULT_STREAMS
+    maxmemory: str = "256mb"
+
+    @field_validator("shards")
+    @classmethod
+    def _shards(cls, value: int) -> int:
+        if value < MIN_SHARDS:
+            raise ValueError(
+                f"must be at least {MIN_SHARDS} (a cluster needs a majority of primaries "
+                f"to agree on a failover); got {value}"
+            )
+        if value > 16:
+            raise ValueError(f"at most 16 shards on one machine; got {value}")
+        return value
+
+    @field_validator("replicas")
+    @classmethod
+    def _replicas(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError(f"must be 0 or more; got {value}")
+        if value > 3:
+            raise ValueError(f"at most 3 replicas per shard on one machine; got {value}")
+        return value
+
+    @field_validator("node_timeout_ms")
+    @classmethod
+    def _timeout(cls, value: int) -> int:
+        if not 200 <= value <= 60_000:
+            raise ValueError(f"must be between 200 and 60000 milliseconds; got {value}")
+        return value
+
+    @field_validator("streams")
+    @classmethod
+    def _streams(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            return validate_stream_patterns(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+
+    @field_validator("base_port")
+    @classmethod
+    def _ports(cls, value: int, info: ValidationInfo) -> int:
+        shards = info.data.get("shards", 3)
+        replicas = info.data.get("replicas", 1)
+        count = shards * (1 + replicas)
+        last = value + count - 1
+        if value < 1024 or last + BUS_OFFSET > 65535:
+            raise ValueError(
+                f"ports {value}-{last} and bus ports {value + BUS_OFFSET}-{last + BUS_OFFSET} "
+                "must lie in 1024-65535; choose a base port between 1024 and "
+                f"{65535 - BUS_OFFSET - count + 1}"
+            )
+        return value
+
+    @property
+    def node_count(self) -> int:
+        return self.shards * (1 + self.replicas)
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.base_port + i for i in range(self.node_count)]
+
+    def desired(self) -> DesiredCluster:
+        return DesiredCluster(
+            shards=self.shards,
+            replicas=self.replicas,
+            nodes=tuple(
+                DesiredNode(
+                    endpoint=Endpoint(host=HOST, port=port),
+                    zone=TWIN_ZONES[i % len(TWIN_ZONES)],
+                )
+                for i, port in enumerate(self.ports)
+            ),
+        )
+
+
+def settings_from_options(**options: object) -> TwinSettings:
+    """Build settings from CLI options; errors name the option and the fix."""
+    given = {k: v for k, v in options.items() if v is not None}
+    try:
+        return TwinSettings.model_validate(given)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
+
+
+def _describe(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "settings"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"--{loc.replace('_', '-')}: {message}"
+
+
+class TwinLayout:
+    """Paths of one twin under its state directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.absolute()
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def tls(self) -> TlsLayout:
+        return TlsLayout(self.root / "tls")
+
+    @property
+    def secrets(self) -> Path:
+        return self.root / "secrets"
+
+    def password_file(self, role: str) -> Path:
+        return self.secrets / f"{role}.password"
+
+    @property
+    def replication_include(self) -> Path:
+        return self.secrets / "replication.conf"
+
+    def node_dir(self, port: int) -> Path:
+        return self.root / "nodes" / str(port)
+
+    def conf(self, port: int) -> Path:
+        return self.node_dir(port) / "redis.conf"
+
+    def aclfile(self, port: int) -> Path:
+        return self.node_dir(port) / "users.acl"
+
+    def pidfile(self, port: int) -> Path:
+        return self.node_dir(port) / "redis.pid"
+
+    def logfile(self, port: int) -> Path:
+        return self.node_dir(port) / "redis.log"
+
+    def load_settings(self) -> TwinSettings | None:
+        """The settings the twin was created with, or None when there is no twin."""
+        if not self.state_file.exists():
+            return None
+        try:
+            data = json.loads(self.state_file.read_text())
+            return TwinSettings.model_validate(data["settings"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"state file {self.state_file} is unreadable ({type(exc).__name__}: "
+                f"{str(exc)[:120]}); fix it, or remove the twin with "
+                "`redisops local down --purge` (deletes its data)"
+            ) from exc
+
+    def save_settings(self, settings: TwinSettings) -> None:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        payload = {"version": 1, "settings": settings.model_dump(mode="json")}
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        tmp.replace(self.state_file)

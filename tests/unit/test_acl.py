@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from redisops import acl
+from redisops.errors import ConfigError
+
+PASSWORDS = {role: f"{role}-password-0123456789abcdef" for role in acl.ROLES}
+HASHES = {role: [acl.hash_password(pw)] for role, pw in PASSWORDS.items()}
+
+
+def rendered(**overrides: list[str]) -> str:
+    return acl.render_acl_file({**HASHES, **overrides})
+
+
+def test_acl_file_holds_hashes_only_never_a_password() -> None:
+    text = rendered()
+    for password in PASSWORDS.values():
+        assert password not in text
+    assert ">" not in text  # '>password' would be a plaintext password rule
+    for role in acl.ROLES:
+        line = next(x for x in text.splitlines() if x.startswith(f"user {role} "))
+        assert re.search(r" #[0-9a-f]{64}( |$)", line)
+
+
+def test_default_user_is_off_with_no_rights() -> None:
+    first = rendered().splitlines()[0]
+    assert first == "user default off resetchannels -@all"
+
+
+def test_a_user_may_hold_two_passwords_during_rotation() -> None:
+    new = acl.hash_password("next-admin-password-0123456789")
+    users = acl.parse_acl_lines(rendered(admin=[HASHES["admin"][0], new]).splitlines())
+    assert users["admin"].password_hashes == {HASHES["admin"][0], new}
+
+
+def test_three_passwords_are_refused() -> None:
+    three = [acl.hash_password(f"password-number-{i}-abcdefgh") for i in range(3)]
+    with pytest.raises(ConfigError, match="at most 2"):
+        rendered(admin=three)
+
+
+def test_a_plaintext_password_in_place_of_a_hash_is_refused() -> None:
+    with pytest.raises(ConfigError, match="not a lowercase SHA-256"):
+        rendered(reader=["reader-password-0123456789abcdef"])
+
+
+def test_every_role_needs_a_password() -> None:
+    hashes = {r: h for r, h in HASHES.items() if r != acl.SMOKE}
+    with pytest.raises(ConfigError, match="no password hash for role"):
+        acl.render_acl_file(hashes)
+
+
+def test_unknown_roles_are_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown role"):
+        acl.render_acl_file({**HASHES, "intruder": HASHES["admin"]})
+
+
+@pytest.mark.parametrize("password", ["short", "has a space in it 0123456789"])
+def test_weak_or_malformed_passwords_are_refused(password: str) -> None:
+    with pytest.raises(ConfigError, match="password"):
+        acl.hash_password(password)
+
+
+def test_cluster_aware_roles_can_discover_the_topology() -> None:
+    specs = acl.role_specs()
+    for role in (acl.BACKUP, acl.MONITORING, acl.PUBLISHER, acl.READER, acl.SMOKE):
+        assert "+cluster|slots" in specs[role].commands, role
+        assert "+command" in specs[role].commands, role
+
+
+def test_stream_roles_get_one_key_pattern_per_stream_with_the_right_access() -> None:
+    specs = acl.role_specs(["events", "audit:*"])
+    assert specs[acl.PUBLISHER].keys == ("%W~events", "%W~audit:*")
+    assert specs[acl.READER].keys == ("%R~events", "%R~audit:*")
+
+
+def test_only_admin_holds_all_commands_or_channels() -> None:
+    for role, spec in acl.role_specs().items():
+        if role == acl.ADMIN:
+            continue
+        assert "+@all" not in spec.commands
+        assert spec.commands[0] == "-@all"
+        assert spec.channels == ()
+        assert not any(
+            c.startswith("+config") or c.startswith("+acl|setuser") for c in spec.commands
+        )
+
+
+@pytest.mark.parametrize(
+    ("patterns", "message"),
+    [
+        ([], "empty"),
+        (["*"], "every key"),
+        (["?x"], "every key"),
+        (["smoke:events"], "reserved prefix"),
+        (["s*"], "reserved prefix"),
+        (["bad stream"], "not a valid stream pattern"),
+        (["evil~*"], "not a valid stream pattern"),
+    ],
+)
+def test_bad_stream_patterns_are_refused_with_the_reason(patterns: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        acl.validate_stream_patterns(patterns)
+
+
+def test_good_stream_patterns_are_kept_in_order_without_duplicates() -> None:
+    assert acl.validate_stream_patterns(["b", "a:*", "b", "smoke"]) == ("b", "a:*", "smoke")
+
+
+def test_diff_acl_is_empty_for_the_same_rules_in_another_order() -> None:
+    text = rendered()
+    shuffled = []
+    for line in text.splitlines():
+        head, tail = line.split(" ", 2)[:2], line.split(" ", 2)[2].split()
+        shuffled.append(" ".join([*head, *reversed(tail)]))
+    assert acl.diff_acl(text, shuffled) == []
+
+
+def test_diff_acl_names_users_and_what_differs_never_hashes() -> None:
+    text = rendered()
+    loaded = [
+        line.replace("+xadd", "+xadd +xrange") if line.startswith("user publisher") else line
+        for line in text.splitlines()
+        if not line.startswith("user smoke")
+    ]
+    loaded.append("user stranger on nopass ~* +@all")
+    loaded = [
+        line.replace(HASHES["admin"][0], "0" * 64) if line.startswith("user admin") else line
+        for line in loaded
+    ]
+    problems = acl.diff_acl(text, loaded)
+    assert "user publisher has different rules on the node" in problems
+    assert "user smoke is missing on the node" in problems
+    assert "user stranger exists on the node but not in the ACL file" in problems
+    assert "user admin has different passwords on the node" in problems
+    assert not any(HASHES["admin"][0] in p for p in problems)
