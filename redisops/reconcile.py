@@ -676,14 +676,20 @@ def _desired_addresses(nodes: Iterable[DesiredNode]) -> set[str]:
 
 
 def _all_joined(observations: Sequence[Observation], wanted: set[Endpoint]) -> bool:
-    ids = {o.view.myself.node_id for o in observations if o.view and o.desired.endpoint in wanted}
+    """Every reachable node knows every other one (no handshake pending), and the nodes
+    in `wanted` are among them: a new node must know its future primary before
+    CLUSTER REPLICATE ("Unknown node" otherwise)."""
+    ids = {o.view.myself.node_id for o in observations if o.view}
+    joined = {o.desired.endpoint for o in observations if o.view}
+    if not wanted <= joined:
+        return False
     for obs in observations:
         if obs.view is None:
             continue
         known = {n.node_id for n in obs.view.nodes if not n.handshake}
         if not ids <= known:
             return False
-    return len(ids) == len(wanted)
+    return True
 
 
 def _open_slots(observations: Sequence[Observation]) -> list[int]:
