@@ -110,13 +110,24 @@ def local_up(
     base_port: Annotated[
         int | None, typer.Option(help="First node's port; bus ports are +10000. Default 7000.")
     ] = None,
+    stream: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Stream name pattern the publisher/reader roles get; repeat. "
+            "Default agent_updates, agent_tasks, standup:*."
+        ),
+    ] = None,
     state_dir: StateDir = DEFAULT_STATE_DIR,
     json_out: JsonOut = False,
 ) -> None:
     """Start the twin (or recover / grow it) and print its status. Safe to run twice."""
     twin = Twin(state_dir, progress=logger.info)
     report = twin.up(
-        shards=shards, replicas=replicas, node_timeout_ms=node_timeout, base_port=base_port
+        shards=shards,
+        replicas=replicas,
+        node_timeout_ms=node_timeout,
+        base_port=base_port,
+        streams=tuple(stream) if stream else None,
     )
     status = twin.status()
     if json_out:

@@ -22,7 +22,14 @@ from redisops.cluster import NodeView, parse_cluster_nodes, parse_info
 from redisops.conf import NodeSpec, TlsFiles, render_redis_conf, render_replication_include
 from redisops.errors import ConfigError, OperationError
 from redisops.local import process
-from redisops.local.settings import BUS_OFFSET, HOST, TWIN_ZONES, TwinLayout, TwinSettings
+from redisops.local.settings import (
+    BUS_OFFSET,
+    HOST,
+    TWIN_ZONES,
+    TwinLayout,
+    TwinSettings,
+    settings_from_options,
+)
 from redisops.reconcile import ReconcileOptions, ReconcileReport, reconcile
 from redisops.tls import ensure_twin_tls, write_private
 
@@ -53,14 +60,13 @@ class Twin:
 
     def _merge(self, requested: dict[str, Any]) -> TwinSettings:
         """Settings for `up`: stored ones, changed only where a change is supported."""
-        from redisops.local.settings import settings_from_options
-
         stored = self.layout.load_settings()
         given = {k: v for k, v in requested.items() if v is not None}
         if stored is None:
             return settings_from_options(**given)
         merged = settings_from_options(**{**stored.model_dump(), **given})
-        for key in ("base_port", "node_timeout_ms", "tls_auth_clients", "streams", "maxmemory"):
+        # Streams may change: reconcile then loads the re-rendered ACL file on every node.
+        for key in ("base_port", "node_timeout_ms", "tls_auth_clients", "maxmemory"):
             if getattr(merged, key) != getattr(stored, key):
                 raise ConfigError(
                     f"--{key.replace('_', '-')}: this twin runs with {getattr(stored, key)!r}; "
@@ -88,18 +94,16 @@ class Twin:
             key_file=str(tls.client_key(role)),
         )
 
-    def _ensure_credentials(self) -> dict[str, str]:
-        hashes: dict[str, str] = {}
+    def _ensure_credentials(self) -> None:
+        """One random password per role (kept once made), and the replication include."""
         for role in acl.ROLES:
             path = self.layout.password_file(role)
             if not path.exists():
                 write_private(path, (secrets.token_urlsafe(32) + "\n").encode())
-            hashes[role] = acl.hash_password(self.credentials(role).password.get_secret_value())
         include = render_replication_include(
             self.credentials(acl.REPLICATION).password.get_secret_value()
         )
         _write_if_changed(self.layout.replication_include, include, private=True)
-        return hashes
 
     def acl_text(self, settings: TwinSettings) -> str:
         hashes = {

@@ -190,3 +190,24 @@ def test_tls_certificates_are_reloaded_without_restart(own_twin: Twin) -> None:
     assert before is not None and after is not None
     assert after.serial_number != before.serial_number
     assert {n["port"]: n["pid"] for n in own_twin.status()["nodes"]} == pids
+
+
+def test_changing_the_streams_reloads_the_acl_on_every_node(own_twin: Twin) -> None:
+    own_twin.up(base_port=free_base_port(6))
+    report = own_twin.up(streams=("events:*",))
+    assert report.healthy, report.findings
+    assert [a.code for a in report.actions] == ["acl_load"] * 6
+    for port in own_twin.settings().ports:
+        admin = connect(
+            Endpoint(host=HOST, port=port),
+            own_twin.client_tls(acl.ADMIN),
+            own_twin.credentials(acl.ADMIN),
+        )
+        try:
+            allowed = admin.execute_command("ACL", "DRYRUN", acl.READER, "XLEN", "events:a")
+            denied = admin.execute_command("ACL", "DRYRUN", acl.READER, "XLEN", "agent_updates")
+        finally:
+            admin.close()
+        assert allowed == "OK"
+        assert "no permissions" in str(denied)
+    assert own_twin.status()["streams"] == ["events:*"]
