@@ -54,7 +54,31 @@ def running_pid(pidfile: Path, port: int) -> int | None:
     return None
 
 
-def port_in_use(host: str, port: int) -> bool:
+def exited(pid: int) -> bool:
+    """Whether `pid` has finished exiting (gone, or a zombie whose sockets are closed).
+
+    An exiting process loses its command line before it closes its sockets, so
+    `is_redis_process` turns false a moment before the ports are free.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    state = stat.rsplit(")", 1)[-1].split()[0]
+    return state in ("Z", "X")
+
+
+def port_in_use(host: str, port: int, wait: float = 0.0) -> bool:
+    """Whether `port` cannot be bound; with `wait`, give a just-killed process time."""
+    deadline = time.monotonic() + wait
+    while _port_in_use(host, port):
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -122,9 +146,10 @@ def kill(pid: int, port: int) -> None:
 
 
 def _wait_gone(pid: int, port: int, timeout: float) -> bool:
+    del port  # identity was checked before the signal; now wait for the exit itself
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not is_redis_process(pid, port):
+        if exited(pid):
             return True
         time.sleep(0.02)
     return False

@@ -69,8 +69,8 @@ class Twin:
         for key in ("base_port", "node_timeout_ms", "tls_auth_clients", "maxmemory"):
             if getattr(merged, key) != getattr(stored, key):
                 raise ConfigError(
-                    f"--{key.replace('_', '-')}: this twin runs with {getattr(stored, key)!r}; "
-                    "it cannot change on a running twin. Omit the option, or recreate the "
+                    f"--{key.replace('_', '-')}: this twin was created with "
+                    f"{getattr(stored, key)!r}; it cannot change. Omit the option, or recreate the "
                     "twin with `redisops local down --purge` (deletes its data)"
                 )
         if merged.shards < stored.shards or merged.replicas < stored.replicas:
@@ -144,6 +144,19 @@ class Twin:
         process.redis_server_path()
         settings = self._merge(requested)
         started = time.monotonic()
+        to_start = [
+            port
+            for port in settings.ports
+            if process.running_pid(self.layout.pidfile(port), port) is None
+        ]
+        # Refuse before anything is written, so a failed first `up` leaves no twin behind.
+        for port in to_start:
+            for p in (port, port + BUS_OFFSET):
+                if process.port_in_use(HOST, p, wait=3.0):
+                    raise ConfigError(
+                        f"port {p} on {HOST} is in use by another process; stop it or choose "
+                        "another --base-port (ports base..base+N-1 and +10000 are needed)"
+                    )
         self.layout.save_settings(settings)
         written = ensure_twin_tls(
             self.layout.tls,
@@ -155,24 +168,15 @@ class Twin:
             self.progress(f"TLS material written ({len(written)} files)")
         self._ensure_credentials()
         acl_text = self.acl_text(settings)
-        to_start: list[int] = []
         for port in settings.ports:
-            node_dir = self.layout.node_dir(port)
-            node_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.layout.node_dir(port).mkdir(parents=True, exist_ok=True, mode=0o700)
             _write_if_changed(
                 self.layout.conf(port), render_redis_conf(self.node_spec(settings, port))
             )
-            if not self.layout.aclfile(port).exists():
-                _write_if_changed(self.layout.aclfile(port), acl_text, private=True)
-            if process.running_pid(self.layout.pidfile(port), port) is None:
-                to_start.append(port)
-        for port in to_start:
-            for p in (port, port + BUS_OFFSET):
-                if process.port_in_use(HOST, p):
-                    raise ConfigError(
-                        f"port {p} on {HOST} is in use by another process; stop it or choose "
-                        "another --base-port (ports base..base+N-1 and +10000 are needed)"
-                    )
+            if port in to_start:
+                # A stopped node loads the current file at start (a missing one aborts it);
+                # running nodes get theirs from reconcile, which loads it where it drifted.
+                self.write_acl(Endpoint(host=HOST, port=port), acl_text)
         for port in to_start:
             pid = process.start(
                 self.layout.conf(port), self.layout.pidfile(port), self.layout.logfile(port), port

@@ -62,10 +62,11 @@ def test_a_port_in_use_exits_2_naming_the_port(tmp_path: Path) -> None:
     assert proc.returncode == 2
     line = one_error_line(proc)
     assert f"port {base + 2} on 127.0.0.1 is in use" in line and "--base-port" in line
-    # Nothing was started: no redis-server answers on the other ports.
+    # Nothing was started or written: no redis-server answers, no twin left behind.
     for port in (base, base + 1):
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0
+    assert not (tmp_path / "s" / "state.json").exists()
 
 
 def test_missing_redis_server_exits_2_with_the_install_command(tmp_path: Path) -> None:
@@ -74,6 +75,16 @@ def test_missing_redis_server_exits_2_with_the_install_command(tmp_path: Path) -
     assert proc.returncode == 2
     assert "redis-server not found" in one_error_line(proc)
     assert "apt-get install" in one_error_line(proc)
+
+
+def test_changing_the_base_port_of_an_existing_twin_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "s"
+    state.mkdir()
+    (state / "state.json").write_text('{"version": 1, "settings": {"base_port": 7000}}')
+    proc = run("local", "up", "--state-dir", str(state), "--base-port", "7100")
+    assert proc.returncode == 2
+    line = one_error_line(proc)
+    assert "--base-port: this twin was created with 7000" in line and "down --purge" in line
 
 
 def test_unreadable_state_exits_2_and_is_left_alone(tmp_path: Path) -> None:
