@@ -279,7 +279,8 @@ class Reconciler:
                     node=str(with_data[0].desired.endpoint),
                     message=f"{len(with_data)} unclustered node(s) hold keys; forming a "
                     "cluster over them could hide or drop data",
-                    fix="restore with `redisops restore`, or empty the nodes deliberately",
+                    fix="inspect the nodes' data; restore it from a backup, or empty the nodes "
+                    "deliberately (FLUSHALL as admin) and run reconcile again",
                 )
             )
             return
