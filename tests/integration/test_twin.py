@@ -125,3 +125,34 @@ def test_writes_are_replicated_and_acknowledged(session_twin: Twin) -> None:
         assert cluster.delete(key) == 1
     finally:
         cluster.close()
+
+
+def test_reconcile_cli_with_explicit_nodes_as_a_kubernetes_job_would_run_it(
+    session_twin: Twin, tmp_path: Path
+) -> None:
+    settings = session_twin.settings()
+    acl_file = tmp_path / "users.acl"
+    acl_file.write_text(session_twin.acl_text(settings))
+    tls = session_twin.client_tls(acl.OPERATOR)
+    zones = ["zone-a", "zone-b", "zone-c"]
+    nodes = [f"--node=127.0.0.1:{p}={zones[i % 3]}" for i, p in enumerate(settings.ports)]
+    args = [
+        "reconcile",
+        *nodes,
+        "--shards=3",
+        "--replicas=1",
+        f"--ca={tls.ca_file}",
+        f"--cert={tls.cert_file}",
+        f"--key={tls.key_file}",
+        f"--password-file={session_twin.layout.password_file(acl.OPERATOR)}",
+        f"--acl-file={acl_file}",
+        "--json",
+    ]
+    proc = cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["actions"] == [] and report["findings"] == []
+    # A wrong topology is reported, not "fixed" destructively: 2 replicas per shard wanted.
+    wrong = cli(*[a for a in args if a != "--replicas=1"], "--replicas=2")
+    assert wrong.returncode == 2
+    assert "needs 9 nodes, 6 given" in wrong.stderr
