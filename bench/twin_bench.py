@@ -63,12 +63,14 @@ def main() -> None:
         for i in range(args.runs):
             twin = Twin(Path(tmp) / f"cold-{i}")
             started = time.monotonic()
-            report = twin.up(base_port=free_base(6), node_timeout_ms=args.node_timeout)
+            report = twin.up(
+                base_port=free_base(6), node_timeout_ms=args.node_timeout, sse_proxy=False
+            )
             cold.append(time.monotonic() - started)
             assert report.healthy, report.findings
             twin.down(purge=True)
         twin = Twin(Path(tmp) / "failover")
-        twin.up(base_port=free_base(6), node_timeout_ms=args.node_timeout)
+        twin.up(base_port=free_base(6), node_timeout_ms=args.node_timeout, sse_proxy=False)
         try:
             for i in range(args.runs):
                 # A replica elected less than 4 x node-timeout ago makes a new manual

@@ -45,6 +45,10 @@ CLUSTER_CLIENT: tuple[str, ...] = ("+cluster|slots", "+command")
 
 # Key prefix reserved for the smoke suite; stream patterns may not reach into it.
 SMOKE_PREFIX = "smoke:"
+# Streams the smoke suite round-trips through the SSE proxy. The publisher and reader
+# roles (and so the proxy) always serve them, besides the configured streams, so that the
+# post-rollout checks never write into a real stream.
+SMOKE_STREAMS = "smoke:sse:*"
 
 _STREAM_PATTERN = re.compile(r"^[A-Za-z0-9_.:{}\-*?]+$")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -189,14 +193,16 @@ def role_specs(streams: Sequence[str] = DEFAULT_STREAMS) -> dict[str, RoleSpec]:
             PUBLISHER,
             "agents and the SSE proxy appending events to the configured streams",
             # Write-only key access: XADD is allowed, reading the stream back is not.
-            keys=tuple(f"%W~{p}" for p in streams),
+            keys=tuple(f"%W~{p}" for p in (*streams, SMOKE_STREAMS)),
             channels=(),
-            commands=("-@all", "+xadd", "+ping", *CLUSTER_CLIENT),
+            # XADD trims by MAXLEN or MINID, not both: XTRIM applies the other. It grants
+            # nothing XADD ... MAXLEN 0 could not already do.
+            commands=("-@all", "+xadd", "+xtrim", "+ping", *CLUSTER_CLIENT),
         ),
         RoleSpec(
             READER,
             "the SSE proxy and consumers reading the configured streams",
-            keys=tuple(f"%R~{p}" for p in streams),
+            keys=tuple(f"%R~{p}" for p in (*streams, SMOKE_STREAMS)),
             channels=(),
             commands=(
                 "-@all",

@@ -72,6 +72,14 @@ def _status_table(status: dict[str, Any]) -> Table:
             f"[{style}]{state}[/{style}]",
             str(node["pid"] or "-"),
         )
+    proxy = status.get("sse_proxy") or {}
+    if proxy.get("enabled"):
+        state = "ready" if proxy.get("ready") else ("starting" if proxy.get("running") else "down")
+        style = "green" if state == "ready" else "red"
+        table.caption = (
+            f"SSE proxy {proxy['url']} [{style}]{state}[/{style}] (pid {proxy.get('pid') or '-'}); "
+            f"development token in {proxy['token_file']}"
+        )
     return table
 
 
@@ -117,6 +125,13 @@ def local_up(
             "Default agent_updates, agent_tasks, standup:*."
         ),
     ] = None,
+    sse_proxy: Annotated[
+        bool | None,
+        typer.Option("--sse-proxy/--no-sse-proxy", help="Run the SSE proxy. Default on."),
+    ] = None,
+    proxy_port: Annotated[
+        int | None, typer.Option(help="The SSE proxy's port. Default 8700.")
+    ] = None,
     state_dir: StateDir = DEFAULT_STATE_DIR,
     json_out: JsonOut = False,
 ) -> None:
@@ -128,6 +143,8 @@ def local_up(
         node_timeout_ms=node_timeout,
         base_port=base_port,
         streams=tuple(stream) if stream else None,
+        sse_proxy=sse_proxy,
+        proxy_port=proxy_port,
     )
     status = twin.status()
     if json_out:

@@ -31,8 +31,12 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload)
 
 
-def setup(level: int = logging.INFO, json_lines: bool | None = None) -> None:
-    """Configure the `redisops` loggers once; output goes to stderr."""
+def setup(
+    level: int = logging.INFO,
+    json_lines: bool | None = None,
+    names: tuple[str, ...] = ("redisops",),
+) -> None:
+    """Configure the named loggers (default `redisops`); output goes to stderr."""
     if json_lines is None:
         json_lines = not sys.stderr.isatty()
     handler: logging.Handler
@@ -47,10 +51,11 @@ def setup(level: int = logging.INFO, json_lines: bool | None = None) -> None:
             markup=False,
             log_time_format="%H:%M:%S",
         )
-    root = logging.getLogger("redisops")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    for name in names:
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level)
+        logger.propagate = False
 
 
 def progress(logger_name: str = "redisops") -> logging.Logger:

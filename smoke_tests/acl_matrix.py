@@ -130,7 +130,9 @@ PROBES: tuple[Probe, ...] = (
     _deny(acl.PUBLISHER, "dryrun", "XADD", "{outside}", "*", "a", "b"),
     _deny(acl.PUBLISHER, "dryrun", "SET", "{outside}", "x"),
     _deny(acl.PUBLISHER, "dryrun", "DEL", "{stream}"),
-    _deny(acl.PUBLISHER, "dryrun", "XTRIM", "{stream}", "MAXLEN", "0"),
+    _allow(acl.PUBLISHER, "dryrun", "XTRIM", "{stream}", "MINID", "~", "0-1"),
+    _allow(acl.PUBLISHER, "dryrun", "XADD", "smoke:sse:probe", "*", "a", "b"),
+    _deny(acl.PUBLISHER, "dryrun", "XADD", "smoke:other", "*", "a", "b"),
     _deny(acl.PUBLISHER, "dryrun", "XDEL", "{stream}", "0-1"),
     # reader: read its streams, write nothing
     _allow(acl.READER, "run", "XRANGE", "{stream}", "-", "+", "COUNT", "1"),
@@ -146,6 +148,8 @@ PROBES: tuple[Probe, ...] = (
     _deny(acl.READER, "dryrun", "DEL", "{stream}"),
     _deny(acl.READER, "run", "GET", "{outside}"),
     _deny(acl.READER, "run", "XRANGE", "{outside}", "-", "+", "COUNT", "1"),
+    _allow(acl.READER, "run", "XRANGE", "smoke:sse:probe", "-", "+", "COUNT", "1"),
+    _deny(acl.READER, "run", "GET", "smoke:sse:probe"),
     # smoke: its own keys and what the checks need
     _allow(acl.SMOKE, "run", "SET", "{smoke}", "probe"),
     _allow(acl.SMOKE, "run", "GET", "{smoke}"),

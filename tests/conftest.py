@@ -51,7 +51,7 @@ def session_twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Twin]:
     requires_redis()
     root = tmp_path_factory.mktemp("session-twin")
     twin = Twin(root)
-    report = twin.up(base_port=free_base_port(6))
+    report = twin.up(base_port=free_base_port(6), proxy_port=free_port())
     assert report.healthy, report.findings
     yield twin
     twin.down(purge=False)

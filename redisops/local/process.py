@@ -1,7 +1,8 @@
-"""Starting and stopping the twin's `redis-server` processes, always by PID."""
+"""Starting and stopping the twin's processes (`redis-server`, the SSE proxy), always by PID."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -36,14 +37,19 @@ def read_pid(pidfile: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def cmdline(pid: int) -> str:
+    """The process's command line ('' when it is gone or exiting)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 def is_redis_process(pid: int, port: int) -> bool:
     """Whether `pid` is a live redis-server serving `port` (guards against PID reuse)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return False
+    line = cmdline(pid)
     # Redis rewrites its title to "redis-server 127.0.0.1:7000 [cluster]".
-    return "redis-server" in cmdline and f":{port}" in cmdline
+    return "redis-server" in line and f":{port}" in line
 
 
 def running_pid(pidfile: Path, port: int) -> int | None:
@@ -128,25 +134,47 @@ def _log_tail(logfile: Path, offset: int) -> str:
 
 def stop(pid: int, port: int, timeout: float = 15.0) -> None:
     """SIGTERM (Redis saves and exits), then SIGKILL if it does not stop in time."""
-    if not is_redis_process(pid, port):
+    if is_redis_process(pid, port):
+        terminate(pid, timeout)
+
+
+def terminate(pid: int, timeout: float) -> None:
+    """SIGTERM, wait up to `timeout` for the exit, then SIGKILL (the caller checked the PID)."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
         return
-    os.kill(pid, signal.SIGTERM)
-    if _wait_gone(pid, port, timeout):
+    if _wait_gone(pid, timeout):
         return
-    os.kill(pid, signal.SIGKILL)
-    if not _wait_gone(pid, port, 5.0):
-        raise OperationError(f"redis-server pid {pid} (port {port}) survived SIGKILL")
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    if not _wait_gone(pid, 5.0):
+        raise OperationError(f"pid {pid} survived SIGKILL")
+
+
+def start_daemon(argv: list[str], logfile: Path, pidfile: Path) -> int:
+    """Start a long-running process detached from this one; record its PID."""
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    with logfile.open("ab") as log:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # not killed with the shell that ran `make up`
+        )
+    pidfile.write_text(f"{proc.pid}\n")
+    return proc.pid
 
 
 def kill(pid: int, port: int) -> None:
     """kill -9: a crash, for failover drills."""
     if is_redis_process(pid, port):
         os.kill(pid, signal.SIGKILL)
-        _wait_gone(pid, port, 5.0)
+        _wait_gone(pid, 5.0)
 
 
-def _wait_gone(pid: int, port: int, timeout: float) -> bool:
-    del port  # identity was checked before the signal; now wait for the exit itself
+def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if exited(pid):

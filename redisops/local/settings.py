@@ -32,6 +32,8 @@ class TwinSettings(BaseModel):
     tls_auth_clients: TlsAuthClients = "yes"
     streams: tuple[str, ...] = DEFAULT_STREAMS
     maxmemory: str = "256mb"
+    sse_proxy: bool = True
+    proxy_port: int = 8700
 
     @field_validator("shards")
     @classmethod
@@ -82,6 +84,18 @@ class TwinSettings(BaseModel):
                 "must lie in 1024-65535; choose a base port between 1024 and "
                 f"{65535 - BUS_OFFSET - count + 1}"
             )
+        return value
+
+    @field_validator("proxy_port")
+    @classmethod
+    def _proxy_port(cls, value: int, info: ValidationInfo) -> int:
+        base = info.data.get("base_port", 7000)
+        count = info.data.get("shards", 3) * (1 + info.data.get("replicas", 1))
+        nodes = range(base, base + count)
+        if not 1024 <= value <= 65535:
+            raise ValueError(f"must be between 1024 and 65535; got {value}")
+        if value in nodes or value - BUS_OFFSET in nodes:
+            raise ValueError(f"{value} is a Redis node or bus port of this twin; choose another")
         return value
 
     @property

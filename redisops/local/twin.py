@@ -22,6 +22,7 @@ from redisops.cluster import NodeView, parse_cluster_nodes, parse_info
 from redisops.conf import NodeSpec, TlsFiles, render_redis_conf, render_replication_include
 from redisops.errors import ConfigError, OperationError
 from redisops.local import process
+from redisops.local.proxy import TwinProxy
 from redisops.local.settings import (
     BUS_OFFSET,
     HOST,
@@ -45,6 +46,7 @@ class Twin:
 
     def __init__(self, root: Path, progress: Progress = _quiet) -> None:
         self.layout = TwinLayout(root)
+        self.proxy = TwinProxy(self.layout)
         self.progress = progress
 
     # ---- configuration ------------------------------------------------------------
@@ -192,8 +194,27 @@ class Twin:
             ReconcileOptions(acl_text=acl_text, write_acl=self.write_acl, progress=self.progress),
         )
         if report.healthy:
-            self.progress(f"twin ready in {time.monotonic() - started:.2f} s")
+            self.progress(f"cluster ready in {time.monotonic() - started:.2f} s")
+        self._proxy_up(settings)
         return report
+
+    def _proxy_up(self, settings: TwinSettings) -> None:
+        """Start (or restart after a settings change, or stop if disabled) the SSE proxy."""
+        running = self.proxy.running_pid()
+        if not settings.sse_proxy:
+            if running is not None:
+                self.proxy.stop()
+                self.progress("stopped the SSE proxy (disabled)")
+            return
+        self.proxy.ensure_credentials()
+        changed = self.proxy.write_config(settings)
+        if running is not None and not changed:
+            return
+        if running is not None:
+            self.proxy.stop()
+            self.progress("restarting the SSE proxy with new settings")
+        pid = self.proxy.start(settings)
+        self.progress(f"SSE proxy ready at {self.proxy.url(settings)} (pid {pid})")
 
     def _wait_responding(self, settings: TwinSettings, timeout: float = 15.0) -> None:
         creds = self.credentials(acl.MONITORING)
@@ -244,6 +265,9 @@ class Twin:
         except ConfigError:
             settings = None  # a damaged state file: find the nodes on disk instead
         stopped: list[int] = []
+        pid = self.proxy.stop()
+        if pid is not None:
+            self.progress(f"stopped the SSE proxy (pid {pid})")
         ports = settings.ports if settings else self._ports_on_disk()
         for port in ports:
             pid = process.running_pid(self.layout.pidfile(port), port)
@@ -351,7 +375,9 @@ class Twin:
                 )
             nodes.append(entry)
         tls = self.layout.tls
-        healthy = all(n["running"] and n["cluster_state"] == "ok" for n in nodes)
+        healthy = all(n["running"] and n["cluster_state"] == "ok" for n in nodes) and (
+            not settings.sse_proxy or self.proxy.ready(settings)
+        )
         return {
             "target": "local",
             "state_dir": str(self.layout.root),
@@ -371,6 +397,7 @@ class Twin:
                 for role in acl.ROLES
             },
             "streams": list(settings.streams),
+            "sse_proxy": self.proxy.status(settings),
         }
 
 

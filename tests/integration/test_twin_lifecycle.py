@@ -54,7 +54,7 @@ def node_ids(twin: Twin) -> dict[int, str]:
 
 def test_cold_start_then_crash_of_every_node_recovers_the_same_cluster(own_twin: Twin) -> None:
     started = time.monotonic()
-    report = own_twin.up(base_port=free_base_port(6))
+    report = own_twin.up(base_port=free_base_port(6), sse_proxy=False)
     cold = time.monotonic() - started
     print(f"cold start to cluster_state:ok: {cold:.2f} s")
     assert report.healthy, report.findings
@@ -78,7 +78,7 @@ def test_cold_start_then_crash_of_every_node_recovers_the_same_cluster(own_twin:
 
 
 def test_down_keeps_data_and_purge_removes_it(own_twin: Twin) -> None:
-    own_twin.up(base_port=free_base_port(6))
+    own_twin.up(base_port=free_base_port(6), sse_proxy=False)
     fill(own_twin, 100)
     stopped = own_twin.down()
     assert len(stopped) == 6
@@ -92,7 +92,7 @@ def test_down_keeps_data_and_purge_removes_it(own_twin: Twin) -> None:
 
 def test_scale_out_adds_a_shard_and_keeps_every_key(own_twin: Twin) -> None:
     base = free_base_port(8)
-    own_twin.up(base_port=base)
+    own_twin.up(base_port=base, sse_proxy=False)
     fill(own_twin, 3000)
     report = own_twin.up(shards=4)
     assert report.healthy, report.findings
@@ -107,7 +107,7 @@ def test_scale_out_adds_a_shard_and_keeps_every_key(own_twin: Twin) -> None:
 
 
 def test_a_wiped_replica_is_forgotten_and_replaced(own_twin: Twin) -> None:
-    own_twin.up(base_port=free_base_port(6))
+    own_twin.up(base_port=free_base_port(6), sse_proxy=False)
     replica = next(n for n in own_twin.status()["nodes"] if n["role"] == "replica")
     port, old_id = replica["port"], replica["node_id"]
     own_twin.stop_node(port)
@@ -135,7 +135,7 @@ def test_a_wiped_replica_is_forgotten_and_replaced(own_twin: Twin) -> None:
 
 
 def test_acl_drift_is_reported_by_a_dry_run_and_repaired(own_twin: Twin) -> None:
-    own_twin.up(base_port=free_base_port(6))
+    own_twin.up(base_port=free_base_port(6), sse_proxy=False)
     port = own_twin.settings().ports[1]
     admin = connect(
         Endpoint(host=HOST, port=port),
@@ -168,7 +168,7 @@ def test_acl_drift_is_reported_by_a_dry_run_and_repaired(own_twin: Twin) -> None
 
 
 def test_tls_certificates_are_reloaded_without_restart(own_twin: Twin) -> None:
-    own_twin.up(base_port=free_base_port(6))
+    own_twin.up(base_port=free_base_port(6), sse_proxy=False)
     pids = {n["port"]: n["pid"] for n in own_twin.status()["nodes"]}
     endpoint = Endpoint(host=HOST, port=own_twin.settings().ports[0])
     tls = own_twin.client_tls(acl.SMOKE)
@@ -193,7 +193,7 @@ def test_tls_certificates_are_reloaded_without_restart(own_twin: Twin) -> None:
 
 
 def test_changing_the_streams_reloads_the_acl_on_every_node(own_twin: Twin) -> None:
-    own_twin.up(base_port=free_base_port(6))
+    own_twin.up(base_port=free_base_port(6), sse_proxy=False)
     report = own_twin.up(streams=("events:*",))
     assert report.healthy, report.findings
     assert [a.code for a in report.actions] == ["acl_load"] * 6

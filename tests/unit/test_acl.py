@@ -73,8 +73,8 @@ def test_cluster_aware_roles_can_discover_the_topology() -> None:
 
 def test_stream_roles_get_one_key_pattern_per_stream_with_the_right_access() -> None:
     specs = acl.role_specs(["events", "audit:*"])
-    assert specs[acl.PUBLISHER].keys == ("%W~events", "%W~audit:*")
-    assert specs[acl.READER].keys == ("%R~events", "%R~audit:*")
+    assert specs[acl.PUBLISHER].keys == ("%W~events", "%W~audit:*", "%W~smoke:sse:*")
+    assert specs[acl.READER].keys == ("%R~events", "%R~audit:*", "%R~smoke:sse:*")
 
 
 def test_only_admin_holds_all_commands_or_channels() -> None:

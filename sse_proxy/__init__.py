@@ -1,0 +1,1 @@
+"""Redis Streams to Server-Sent Events: one reader per stream, exact resume, JWT authorization."""

@@ -1,0 +1,226 @@
+"""The proxy's Redis connections: a fixed number, whatever the number of clients.
+
+- one dedicated connection per stream reader, to the primary that holds the stream
+  (`XREAD BLOCK` occupies a connection, so it cannot be shared);
+- one shared client as `reader` for catch-up pages and stream metadata, and one as
+  `publisher` for XADD; each is limited to `redis_concurrency` commands in flight.
+
+Runs against Redis Cluster over TLS (the roles from `redisops.acl`) or a single `redis://`
+node for development.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.retry import Retry
+
+from redisops.errors import ConfigError
+from sse_proxy.settings import ProxySettings, RetentionRule
+from sse_proxy.sse import EntryId, format_entry_id, parse_entry_id
+
+logger = logging.getLogger("sse_proxy.backend")
+
+Entry = tuple[str, dict[str, str]]
+
+
+def _password(path: Path | None, role: str) -> str | None:
+    if path is None:
+        return None
+    try:
+        password = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{role}_password_file {path}: {exc.strerror}") from exc
+    if not password:
+        raise ConfigError(f"{role}_password_file {path} is empty")
+    return password
+
+
+class StreamInfo:
+    """What catch-up needs to know about a stream's retained history."""
+
+    def __init__(
+        self, first: EntryId | None, length: int, added: int, max_deleted: EntryId
+    ) -> None:
+        self.first = first
+        self.length = length
+        self.added = added
+        self.max_deleted = max_deleted
+
+    def lost_after(self, after: EntryId) -> bool:
+        """Whether entries after `after` may have been trimmed or deleted.
+
+        Redis 7.0 counts added entries but records only XDEL in max-deleted-entry-id,
+        so trimming shows as fewer entries than were ever added.
+        """
+        removed = self.added > self.length or self.max_deleted > (0, 0)
+        return removed and (self.first is None or after < self.first)
+
+
+class Backend:
+    """Redis access for the proxy."""
+
+    def __init__(self, settings: ProxySettings) -> None:
+        self.settings = settings
+        self._reader_password = _password(settings.reader_password_file, "reader")
+        self._publisher_password = _password(settings.publisher_password_file, "publisher")
+        self._reads = asyncio.Semaphore(settings.redis_concurrency)
+        self._writes = asyncio.Semaphore(settings.redis_concurrency)
+        self.reader: Any = None
+        self.publisher: Any = None
+
+    # ---- connection options --------------------------------------------------------
+
+    def _tls(self) -> dict[str, Any]:
+        s = self.settings
+        if s.redis_mode == "single" or not s.redis_tls:
+            return {}
+        return {
+            "ssl": True,
+            "ssl_ca_certs": str(s.redis_tls_ca_file) if s.redis_tls_ca_file else None,
+            "ssl_certfile": str(s.redis_tls_cert_file) if s.redis_tls_cert_file else None,
+            "ssl_keyfile": str(s.redis_tls_key_file) if s.redis_tls_key_file else None,
+            "ssl_cert_reqs": "required",
+        }
+
+    def _common(self, username: str, password: str | None) -> dict[str, Any]:
+        return {
+            "username": username if password else None,
+            "password": password,
+            "decode_responses": True,
+            "driver_info": None,
+            "socket_connect_timeout": 3.0,
+            "socket_timeout": 5.0,
+            "health_check_interval": 0,
+        }
+
+    def _client(self, username: str, password: str | None) -> Any:
+        s = self.settings
+        options = self._common(username, password)
+        # Shared clients retry briefly across a failover; the reader handles its own.
+        options["retry"] = Retry(ExponentialBackoff(cap=1.0, base=0.05), 5)
+        if s.redis_mode == "single":
+            assert s.redis_url is not None
+            return aioredis.Redis.from_url(
+                s.redis_url, max_connections=s.redis_concurrency, **options
+            )
+        nodes = [
+            ClusterNode(host, int(port))
+            for host, _, port in (n.rpartition(":") for n in s.redis_nodes)
+        ]
+        return RedisCluster(
+            startup_nodes=nodes,
+            max_connections=s.redis_concurrency,
+            **options,
+            **self._tls(),
+        )
+
+    async def start(self) -> None:
+        s = self.settings
+        # Clients connect lazily: the proxy starts (and says "not ready") while Redis is down.
+        self.reader = self._client(s.reader_username, self._reader_password)
+        self.publisher = self._client(s.publisher_username, self._publisher_password)
+
+    async def close(self) -> None:
+        for client in (self.reader, self.publisher):
+            if client is not None:
+                await client.aclose()
+
+    # ---- the per-stream reader connection -----------------------------------------------
+
+    async def open_reader(self, stream: str) -> aioredis.Redis:
+        """A dedicated connection to the primary serving `stream`, as the reader user."""
+        s = self.settings
+        options = self._common(s.reader_username, self._reader_password)
+        options["retry"] = Retry(NoBackoff(), 0)
+        # XREAD BLOCK waits up to block_ms; a dead peer is noticed a little later.
+        options["socket_timeout"] = s.block_ms / 1000 + 5.0
+        if s.redis_mode == "single":
+            assert s.redis_url is not None
+            return aioredis.Redis.from_url(s.redis_url, single_connection_client=True, **options)
+        async with self._reads:
+            # A keyed command routes through the cluster client, which follows MOVED and
+            # refreshes its slot map after a failover; then its node is the primary.
+            await self.reader.xlen(stream)
+        node = self.reader.get_node_from_key(stream)
+        return aioredis.Redis(
+            host=node.host,
+            port=node.port,
+            single_connection_client=True,
+            **options,
+            **self._tls(),
+        )
+
+    async def refresh_topology(self) -> None:
+        if isinstance(self.reader, RedisCluster):
+            await self.reader.nodes_manager.initialize()
+
+    # ---- shared commands --------------------------------------------------------------
+
+    async def info(self, stream: str) -> StreamInfo:
+        """The oldest retained id and whether entries were ever removed."""
+        async with self._reads:
+            try:
+                raw = await self.reader.execute_command("XINFO", "STREAM", stream)
+            except aioredis.ResponseError as exc:
+                if "no such key" in str(exc).lower():
+                    return StreamInfo(None, 0, 0, (0, 0))
+                raise
+        info = _pairs(raw)
+        first = info.get("first-entry")
+        return StreamInfo(
+            parse_entry_id(first[0]) if first else None,
+            int(info.get("length", 0)),
+            int(info.get("entries-added", 0)),
+            parse_entry_id(str(info.get("max-deleted-entry-id", "0-0"))),
+        )
+
+    async def last_id(self, stream: str) -> EntryId:
+        async with self._reads:
+            entries = await self.reader.xrevrange(stream, "+", "-", count=1)
+        return parse_entry_id(entries[0][0]) if entries else (0, 0)
+
+    async def page(self, stream: str, after: EntryId, until: EntryId, count: int) -> list[Entry]:
+        """Entries with after < id <= until, oldest first, at most `count`."""
+        async with self._reads:
+            entries = await self.reader.xrange(
+                stream, f"({format_entry_id(after)}", format_entry_id(until), count=count
+            )
+        return [(entry_id, dict(fields)) for entry_id, fields in entries]
+
+    async def publish(self, stream: str, fields: dict[str, str], rule: RetentionRule | None) -> str:
+        """XADD with the stream's retention; returns the new entry id."""
+        import time
+
+        minid = None
+        if rule is not None and rule.max_age_s is not None:
+            minid = f"{int(time.time() * 1000) - rule.max_age_s * 1000}-0"
+        async with self._writes:
+            if rule is not None and rule.maxlen is not None:
+                entry_id = await self.publisher.xadd(
+                    stream, fields, maxlen=rule.maxlen, approximate=True
+                )
+                if minid is not None:
+                    await self.publisher.xtrim(stream, minid=minid, approximate=True)
+            else:
+                entry_id = await self.publisher.xadd(
+                    stream, fields, minid=minid, approximate=minid is not None
+                )
+        return str(entry_id)
+
+    async def ping(self) -> bool:
+        async with self._reads:
+            return bool(await self.reader.ping())
+
+
+def _pairs(raw: Any) -> dict[str, Any]:
+    if isinstance(raw, dict):
+        return {str(k): v for k, v in raw.items()}
+    items = list(raw)
+    return {str(items[i]): items[i + 1] for i in range(0, len(items) - 1, 2)}

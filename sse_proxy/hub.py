@@ -1,0 +1,334 @@
+"""One reader per stream, fanning out to every subscriber of that stream.
+
+A reader holds one Redis connection (`XREAD BLOCK` from the last id it delivered), keeps
+a ring of recent entries already encoded as SSE bytes, and pushes each new entry's bytes
+to every subscriber's bounded buffer. A subscriber joins atomically (no await between
+registering and reading the reader's position): everything after its start position up
+to that point comes from the ring or from XRANGE pages, everything later from its
+buffer, so it sees every entry once, in order. A subscriber whose buffer fills is cut
+off (`overflow`) and resumes with Last-Event-ID; memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from sse_proxy import metrics
+from sse_proxy.backend import Backend
+from sse_proxy.settings import ProxySettings
+from sse_proxy.sse import EntryId, entry_event, format_entry_id, parse_entry_id
+
+logger = logging.getLogger("sse_proxy.hub")
+
+State = Literal["live", "overflow", "closing", "gone"]
+
+
+class Subscriber:
+    """One client's bounded queue of encoded events.
+
+    The reader pushes one chunk per batch it read (the batch's events, encoded once and
+    shared by every subscriber). `limit` bounds the events waiting for this client; one
+    batch is always accepted into an empty queue, so a client that keeps up is never cut
+    off by a burst, and one that does not is cut off as soon as a second batch would
+    pile up beyond the limit.
+    """
+
+    __slots__ = ("buffer", "limit", "pending", "state", "stream", "wakeup")
+
+    def __init__(self, stream: str, limit: int) -> None:
+        self.stream = stream
+        self.limit = limit
+        self.buffer: deque[bytes] = deque()
+        self.pending = 0  # events in `buffer`
+        self.wakeup = asyncio.Event()
+        self.state: State = "live"
+
+    def push(self, data: bytes, events: int = 1) -> bool:
+        """Queue a chunk of `events` events; False (state overflow) when too far behind."""
+        if self.state != "live":
+            return False
+        if self.pending and self.pending + events > self.limit:
+            self.state = "overflow"
+            self.buffer.clear()  # it resumes with Last-Event-ID; drop the references now
+            self.pending = 0
+            self.wakeup.set()
+            return False
+        self.buffer.append(data)
+        self.pending += events
+        self.wakeup.set()
+        return True
+
+    def close(self, state: State) -> None:
+        if self.state == "live":
+            self.state = state
+        self.wakeup.set()
+
+    async def next_batch(self, timeout: float) -> list[bytes]:
+        """Everything queued (possibly empty after `timeout`: time for a heartbeat)."""
+        if not self.buffer and self.state == "live":
+            self.wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wakeup.wait(), timeout)
+        batch = list(self.buffer)
+        self.buffer.clear()
+        self.pending = 0
+        return batch
+
+
+@dataclass
+class Join:
+    """What a new subscriber gets: its queue, and how to catch up to it."""
+
+    subscriber: Subscriber
+    live_from: EntryId  # the buffer holds entries after this id
+    backlog: list[bytes] | None  # from the ring; None: page (after, live_from] with XRANGE
+
+
+class StreamReader:
+    """The single reader of one stream in this process."""
+
+    def __init__(self, hub: Hub, stream: str) -> None:
+        self.hub = hub
+        self.stream = stream
+        self.subscribers: set[Subscriber] = set()
+        self.ring: deque[tuple[EntryId, bytes]] = deque(maxlen=hub.settings.ring_size)
+        # Every entry with ring_floor < id <= position is in the ring.
+        self.position: EntryId = (0, 0)
+        self.ring_floor: EntryId = (0, 0)
+        self.ready = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.linger: asyncio.TimerHandle | None = None
+        self.last_contact = time.monotonic()
+        self.error: str | None = None
+
+    @property
+    def alive(self) -> bool:
+        """Running and in touch with Redis recently (reconnecting briefly counts)."""
+        settings = self.hub.settings
+        recent = time.monotonic() - self.last_contact < settings.block_ms / 1000 + 30
+        return self.task is not None and not self.task.done() and recent
+
+    async def start(self, timeout: float) -> None:
+        """Start reading; fail if the stream's position cannot be read within `timeout`."""
+        self.task = asyncio.create_task(self._run(), name=f"reader:{self.stream}")
+        try:
+            await asyncio.wait_for(self.ready.wait(), timeout)
+        except TimeoutError:
+            await self.stop()
+            raise redis.exceptions.ConnectionError(
+                f"cannot read stream {self.stream}: {self.error or 'no answer from Redis'}"
+            ) from None
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    def join(self, after: EntryId | None) -> Join:
+        """Register a subscriber starting after `after` (None: only new entries).
+
+        Must not await: the registration and the snapshot of the position are atomic.
+        """
+        sub = Subscriber(self.stream, self.hub.settings.client_buffer)
+        self.subscribers.add(sub)
+        if self.linger is not None:
+            self.linger.cancel()
+            self.linger = None
+        live_from = self.position
+        if after is None or after >= live_from:
+            return Join(sub, live_from, [])
+        if self.ring and after >= self.ring_floor:
+            return Join(sub, live_from, [data for eid, data in self.ring if eid > after])
+        return Join(sub, live_from, None)
+
+    def leave(self, sub: Subscriber) -> None:
+        self.subscribers.discard(sub)
+        sub.state = "gone"
+        if not self.subscribers and self.linger is None:
+            loop = asyncio.get_running_loop()
+            self.linger = loop.call_later(
+                self.hub.settings.reader_linger_s, self.hub.retire, self.stream
+            )
+
+    async def _run(self) -> None:
+        settings = self.hub.settings
+        backend = self.hub.backend
+        conn: aioredis.Redis | None = None
+        delay = 0.05
+        try:
+            while True:
+                try:
+                    if not self.ready.is_set():
+                        self.position = await backend.last_id(self.stream)
+                        self.ring_floor = self.position
+                        self.last_contact = time.monotonic()
+                        self.ready.set()
+                    if conn is None:
+                        conn = await backend.open_reader(self.stream)
+                    reply = await conn.xread(
+                        {self.stream: format_entry_id(self.position)},
+                        count=settings.read_count,
+                        block=settings.block_ms,
+                    )
+                    self.last_contact = time.monotonic()
+                    self.error = None
+                    delay = 0.05
+                    if reply:
+                        self._deliver(_entries(reply))
+                except asyncio.CancelledError:
+                    raise
+                except redis.exceptions.NoPermissionError as exc:
+                    self.error = f"NOPERM: {exc}"
+                    metrics.REDIS_ERRORS.labels("xread").inc()
+                    logger.error(
+                        "reader %s: the reader user may not read this stream (%s); check "
+                        "that the proxy's streams match the ACL",
+                        self.stream,
+                        exc,
+                    )
+                    await asyncio.sleep(5)
+                except (redis.exceptions.RedisError, OSError) as exc:
+                    # A failover (connection lost, MOVED, READONLY, CLUSTERDOWN) or a
+                    # hiccup: reconnect to whoever holds the stream now, resume from the
+                    # last delivered id.
+                    self.error = f"{type(exc).__name__}: {exc}"
+                    metrics.REDIS_ERRORS.labels("xread").inc()
+                    logger.warning("reader %s: %s; reconnecting", self.stream, self.error)
+                    if conn is not None:
+                        await _close(conn)
+                        conn = None
+                    await asyncio.sleep(delay * (1 + random.random()))
+                    delay = min(delay * 2, 2.0)
+                    with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                        await backend.refresh_topology()
+                except Exception:
+                    # A bug must not silence the stream for good: log it, count it, go on.
+                    self.error = "internal error (see log)"
+                    metrics.REDIS_ERRORS.labels("reader_internal").inc()
+                    logger.exception("reader %s failed; restarting it", self.stream)
+                    if conn is not None:
+                        await _close(conn)
+                        conn = None
+                    await asyncio.sleep(1.0)
+        finally:
+            if conn is not None:
+                await _close(conn)
+            self.ready.set()
+
+    def _deliver(self, entries: list[tuple[str, dict[str, str]]]) -> None:
+        encoded: list[bytes] = []
+        for entry_id, fields in entries:
+            eid = parse_entry_id(entry_id)
+            if eid <= self.position:
+                continue  # never twice, even if Redis hands an entry back after a failover
+            data = entry_event(entry_id, fields)
+            if not self.ring.maxlen:
+                self.ring_floor = eid  # no ring: catch-up always pages from Redis
+            else:
+                if len(self.ring) == self.ring.maxlen:
+                    self.ring_floor = self.ring[0][0]  # about to fall out of the ring
+                self.ring.append((eid, data))
+            self.position = eid
+            encoded.append(data)
+        if not encoded:
+            return
+        # One chunk for the whole batch, shared by every subscriber: one write each.
+        chunk = encoded[0] if len(encoded) == 1 else b"".join(encoded)
+        count = len(encoded)
+        cut = [sub for sub in self.subscribers if not sub.push(chunk, count)]
+        for sub in cut:
+            self.subscribers.discard(sub)
+        if cut:
+            metrics.CUTOFFS.labels(self.stream).inc(len(cut))
+        delivered = count * (len(self.subscribers))
+        if delivered:
+            metrics.DELIVERED.labels(self.stream).inc(delivered)
+        lag = max(0.0, time.time() - self.position[0] / 1000)
+        metrics.READER_LAG.labels(self.stream).set(lag)
+
+
+def _entries(reply: object) -> list[tuple[str, dict[str, str]]]:
+    # RESP2 shape: [[stream, [(id, fields), ...]]]; RESP3 (dict): {stream: [[(id, fields)...]]}
+    if isinstance(reply, dict):
+        values = next(iter(reply.values()))
+        return list(values[0] if values and isinstance(values[0], list) else values)
+    assert isinstance(reply, list)
+    return list(reply[0][1])
+
+
+async def _close(conn: aioredis.Redis) -> None:
+    with contextlib.suppress(Exception):
+        await conn.aclose()
+
+
+class Hub:
+    """All stream readers of this process, and the connection count."""
+
+    def __init__(self, settings: ProxySettings, backend: Backend) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.readers: dict[str, StreamReader] = {}
+        self._starting: dict[str, asyncio.Future[StreamReader]] = {}
+        self.connections = 0
+        self.draining = False
+        self.on_drain: list[Callable[[], None]] = []
+
+    async def reader(self, stream: str) -> StreamReader:
+        """The stream's reader, started on first use (concurrent first uses share it)."""
+        reader = self.readers.get(stream)
+        if reader is not None:
+            return reader
+        pending = self._starting.get(stream)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[StreamReader] = asyncio.get_running_loop().create_future()
+        self._starting[stream] = future
+        try:
+            reader = StreamReader(self, stream)
+            await reader.start(timeout=10.0)
+            self.readers[stream] = reader
+            future.set_result(reader)
+            return reader
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved for waiters that never come
+            raise
+        finally:
+            del self._starting[stream]
+
+    def retire(self, stream: str) -> None:
+        reader = self.readers.get(stream)
+        if reader is not None and not reader.subscribers:
+            del self.readers[stream]
+            asyncio.get_running_loop().create_task(reader.stop())
+
+    def drain(self) -> None:
+        """Shutting down: every client is told to come back elsewhere."""
+        if self.draining:
+            return
+        self.draining = True
+        for reader in self.readers.values():
+            for sub in list(reader.subscribers):
+                sub.close("closing")
+        for callback in self.on_drain:
+            callback()
+
+    async def close(self) -> None:
+        for reader in list(self.readers.values()):
+            await reader.stop()
+        self.readers.clear()
+
+    def clients(self) -> int:
+        return sum(len(r.subscribers) for r in self.readers.values())

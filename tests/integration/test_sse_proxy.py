@@ -1,0 +1,528 @@
+"""The SSE proxy's contract, against a real twin (Redis Cluster over TLS with ACLs)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from redisops.local.twin import Twin
+from smoke_tests.sse_client import Parser, Subscription
+from tests.integration.proxies import ProxyProcess, admin, publisher, running_proxy
+
+
+@pytest.fixture(scope="module")
+def proxy(session_twin: Twin, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
+    """A proxy with short timers, shared by the tests of this module."""
+    with running_proxy(
+        session_twin,
+        tmp_path_factory.mktemp("proxy"),
+        heartbeat_s=0.3,
+        retry_ms=200,
+        retention=[{"pattern": "standup:trim-*", "maxlen": 10}, {"pattern": "*", "maxlen": 100000}],
+        cors_origins=["http://allowed.example"],
+    ) as running:
+        yield running
+
+
+def stream_name(prefix: str = "standup:t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def xadd(twin: Twin, stream: str, count: int, **fields: str) -> list[str]:
+    client = publisher(twin)
+    try:
+        entries: list[str] = []
+        for i in range(count):
+            values: dict[str, str] = {"n": str(i), **fields}
+            entries.append(str(client.xadd(stream, values)))  # type: ignore[arg-type]
+        return entries
+    finally:
+        client.close()
+
+
+def subscribe(proxy: ProxyProcess, stream: str, query: str = "", **kwargs: object) -> Subscription:
+    sub = Subscription(f"{proxy.url}/v1/streams/{stream}{query}", token=proxy.token(), **kwargs)  # type: ignore[arg-type]
+    sub.start()
+    return sub
+
+
+def ids_of(sub: Subscription) -> list[str]:
+    return [e.id for e in sub.entries() if e.id]
+
+
+# ---- the event contract ----------------------------------------------------------
+
+
+def test_response_starts_at_once_unbuffered_with_retry_and_a_comment(proxy: ProxyProcess) -> None:
+    stream = stream_name()
+    with httpx.stream(
+        "GET", f"{proxy.url}/v1/streams/{stream}", headers=proxy.headers(), timeout=5
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache"
+        assert response.headers["x-accel-buffering"] == "no"
+        first = next(response.iter_raw())
+    assert first.startswith(b"retry: 200\n\n: stream ")
+
+
+def test_entries_arrive_with_id_action_event_name_and_all_fields(
+    proxy: ProxyProcess, session_twin: Twin
+) -> None:
+    stream = stream_name()
+    with subscribe(proxy, stream) as sub:
+        client = publisher(session_twin)
+        try:
+            with_action = client.xadd(stream, {"sender": "a", "action": "lock", "payload": "{}"})
+            plain = client.xadd(stream, {"sender": "b", "timestamp": "t"})
+        finally:
+            client.close()
+        assert sub.wait_for(lambda evs: len([e for e in evs if e.id]) == 2, 5)
+    first, second = sub.entries()
+    assert (first.id, first.event, first.json()) == (
+        with_action,
+        "lock",
+        {"sender": "a", "action": "lock", "payload": "{}"},
+    )
+    assert (second.id, second.event, second.json()) == (
+        plain,
+        "message",
+        {"sender": "b", "timestamp": "t"},
+    )
+
+
+def test_from_now_earliest_and_an_id(proxy: ProxyProcess, session_twin: Twin) -> None:
+    stream = stream_name()
+    old = xadd(session_twin, stream, 5)
+    with (
+        subscribe(proxy, stream) as now,
+        subscribe(proxy, stream, "?from=earliest") as earliest,
+        subscribe(proxy, stream, f"?from={old[1]}") as after_id,
+    ):
+        new = xadd(session_twin, stream, 2)
+        for sub in (now, earliest, after_id):
+            assert sub.wait_for(lambda evs: any(e.id == new[-1] for e in evs), 5)
+    assert ids_of(now) == new
+    assert ids_of(earliest) == old + new
+    assert ids_of(after_id) == old[2:] + new
+
+
+def test_last_event_id_header_and_query_resume_right_after_it(
+    proxy: ProxyProcess, session_twin: Twin
+) -> None:
+    stream = stream_name()
+    entries = xadd(session_twin, stream, 6)
+    with (
+        subscribe(proxy, stream, "?from=now", last_event_id=entries[2]) as header,
+        subscribe(proxy, stream, f"?last_event_id={entries[3]}") as query,
+    ):
+        assert header.wait_for(lambda evs: len(evs) >= 3, 5)
+        assert query.wait_for(lambda evs: len(evs) >= 2, 5)
+        time.sleep(0.3)
+    assert ids_of(header) == entries[3:]
+    assert ids_of(query) == entries[4:]
+
+
+def test_joining_while_entries_pour_in_gives_each_entry_once_in_order(
+    proxy: ProxyProcess, session_twin: Twin
+) -> None:
+    stream = stream_name()
+    stop = threading.Event()
+    written: list[str] = []
+
+    def pour() -> None:
+        client = publisher(session_twin)
+        try:
+            while not stop.is_set():
+                written.append(str(client.xadd(stream, {"n": str(len(written))})))
+        finally:
+            client.close()
+
+    writer = threading.Thread(target=pour)
+    writer.start()
+    subs: list[tuple[int, Subscription]] = []
+    try:
+        while len(written) < 50:
+            time.sleep(0.01)
+        for i in range(12):
+            time.sleep(0.05)
+            start = len(written) - 1 - (i * 37) % max(1, len(written))
+            resume = written[max(0, start)]
+            subs.append((written.index(resume), subscribe(proxy, stream, f"?from={resume}")))
+    finally:
+        time.sleep(0.3)
+        stop.set()
+        writer.join()
+    try:
+        for index, sub in subs:
+            expected = written[index + 1 :]
+            last = written[-1]
+            assert sub.wait_for(lambda evs: any(e.id == last for e in evs), 10)  # noqa: B023
+            assert ids_of(sub) == expected, f"joined after #{index}"
+    finally:
+        for _, sub in subs:
+            sub.close()
+
+
+def test_trimmed_history_is_announced_with_a_gap_event_then_continues_from_the_oldest(
+    proxy: ProxyProcess, session_twin: Twin
+) -> None:
+    stream = stream_name("standup:trim")
+    first = xadd(session_twin, stream, 1)[0]
+    client = publisher(session_twin)
+    try:
+        for i in range(300):
+            client.xadd(stream, {"n": str(i)}, maxlen=10, approximate=False)
+    finally:
+        client.close()
+    with subscribe(proxy, stream, f"?from={first}") as sub:
+        assert sub.wait_for(lambda evs: len([e for e in evs if e.id]) == 10, 5)
+    gap = sub.events[0]
+    assert gap.event == "gap" and gap.id is None
+    retained = [e.id for e in sub.entries()]
+    assert gap.json() == {"requested": first, "oldest": retained[0]}
+    assert len(retained) == 10
+
+
+def test_heartbeat_comments_keep_idle_streams_alive(proxy: ProxyProcess) -> None:
+    with subscribe(proxy, stream_name()) as sub:
+        time.sleep(1.0)
+    assert sub.parser.comments >= 3  # the opening comment plus heartbeats every 0.3 s
+
+
+# ---- publishing ------------------------------------------------------------------
+
+
+def test_post_adds_an_entry_and_returns_its_id(proxy: ProxyProcess, session_twin: Twin) -> None:
+    stream = stream_name()
+    with subscribe(proxy, stream) as sub:
+        response = httpx.post(
+            f"{proxy.url}/v1/streams/{stream}/events",
+            json={"sender": "ui", "action": "ping", "payload": '{"x": 1}'},
+            headers=proxy.headers(),
+        )
+        assert response.status_code == 201, response.text
+        entry_id = response.json()["id"]
+        assert sub.wait_for(lambda evs: any(e.id == entry_id for e in evs), 5)
+    assert sub.entries()[-1].json() == {"sender": "ui", "action": "ping", "payload": '{"x": 1}'}
+
+
+def test_post_applies_the_streams_retention(proxy: ProxyProcess, session_twin: Twin) -> None:
+    stream = stream_name("standup:trim")
+    with httpx.Client(headers=proxy.headers()) as http:
+        for i in range(300):
+            response = http.post(f"{proxy.url}/v1/streams/{stream}/events", json={"n": str(i)})
+            assert response.status_code == 201
+    client = admin(session_twin)
+    try:
+        length = client.xlen(stream)
+    finally:
+        client.close()
+    assert 10 <= length < 300  # approximate MAXLEN 10 trims whole nodes
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "reason"),
+    [
+        (b"{not json", 400, "bad_json"),
+        (b"[1, 2]", 400, "bad_event"),
+        (b"{}", 400, "bad_event"),
+        (b'{"n": 1}', 400, "bad_event"),
+        (b'{"n": {"deep": "x"}}', 400, "bad_event"),
+        (b'{"": "x"}', 400, "bad_event"),
+        (b'{"big": "' + b"x" * 70_000 + b'"}', 413, "payload_too_large"),
+    ],
+)
+def test_bad_bodies_are_refused_with_a_reason(
+    proxy: ProxyProcess, body: bytes, status: int, reason: str
+) -> None:
+    response = httpx.post(
+        f"{proxy.url}/v1/streams/{stream_name()}/events",
+        content=body,
+        headers={**proxy.headers(), "content-type": "application/json"},
+    )
+    assert response.status_code == status
+    assert response.json()["reason"] == reason
+    assert response.json()["detail"]
+
+
+def test_an_oversized_body_without_content_length_is_refused(proxy: ProxyProcess) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"big": "'
+        for _ in range(100):
+            yield b"x" * 1000
+        yield b'"}'
+
+    response = httpx.post(
+        f"{proxy.url}/v1/streams/{stream_name()}/events", content=chunks(), headers=proxy.headers()
+    )
+    assert response.status_code == 413
+
+
+# ---- refusing ----------------------------------------------------------------------
+
+
+def test_unknown_streams_get_a_json_404(proxy: ProxyProcess) -> None:
+    for name in ("not_configured", "smoke:other", "agent_updates_x"):
+        response = httpx.get(f"{proxy.url}/v1/streams/{name}", headers=proxy.headers())
+        assert response.status_code == 404
+        assert response.json()["reason"] == "unknown_stream"
+        assert "agent_updates" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "value", ["abc", "1-", "-1", "1-2-3", "99999999999999999999999-0", "1 - 2"]
+)
+def test_a_malformed_last_event_id_is_a_400(proxy: ProxyProcess, value: str) -> None:
+    response = httpx.get(
+        f"{proxy.url}/v1/streams/{stream_name()}",
+        headers={**proxy.headers(), "Last-Event-ID": value},
+    )
+    assert response.status_code == 400
+    assert response.json()["reason"] == "bad_position"
+    assert "Last-Event-ID" in response.json()["detail"]
+
+
+def test_tokens_are_checked_per_stream_and_per_operation(proxy: ProxyProcess) -> None:
+    stream = stream_name()
+    url = f"{proxy.url}/v1/streams/{stream}"
+    cases = [
+        ({}, 401, "missing_token"),
+        ({"Authorization": "Bearer x.y.z"}, 401, "malformed"),
+        ({"Authorization": f"Bearer {proxy.token(ttl=-120)}"}, 401, "expired"),
+        (
+            {"Authorization": f"Bearer {proxy.token(streams=('agent_*',))}"},
+            403,
+            "stream_not_allowed",
+        ),
+    ]
+    for headers, status, reason in cases:
+        response = httpx.get(url, headers=headers)
+        assert (response.status_code, response.json()["reason"]) == (status, reason)
+        if status == 401:
+            assert response.headers["www-authenticate"].startswith("Bearer")
+    read_only = {"Authorization": f"Bearer {proxy.token(publish=())}"}
+    response = httpx.post(f"{url}/events", json={"a": "b"}, headers=read_only)
+    assert (response.status_code, response.json()["reason"]) == (403, "publish_not_allowed")
+    query = httpx.get(f"{url}?access_token={proxy.token()}")
+    assert (query.status_code, query.json()["reason"]) == (401, "query_token_disabled")
+
+
+def test_the_cookie_carries_the_token_for_browsers(proxy: ProxyProcess) -> None:
+    with httpx.stream(
+        "GET",
+        f"{proxy.url}/v1/streams/{stream_name()}",
+        cookies={"sse_token": proxy.token()},
+        timeout=5,
+    ) as response:
+        assert response.status_code == 200
+
+
+def test_cors_allows_listed_origins_with_credentials_only(proxy: ProxyProcess) -> None:
+    url = f"{proxy.url}/v1/streams/{stream_name()}"
+    preflight = {
+        "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "last-event-id",
+    }
+    allowed = httpx.options(url, headers={"Origin": "http://allowed.example", **preflight})
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "http://allowed.example"
+    assert allowed.headers["access-control-allow-credentials"] == "true"
+    denied = httpx.options(url, headers={"Origin": "http://evil.example", **preflight})
+    assert "access-control-allow-origin" not in denied.headers
+
+
+# ---- operations ----------------------------------------------------------------------
+
+
+def test_health_readiness_and_metrics(proxy: ProxyProcess, session_twin: Twin) -> None:
+    assert httpx.get(f"{proxy.url}/healthz").json() == {"status": "ok"}
+    stream = stream_name()
+    with subscribe(proxy, stream) as sub:
+        xadd(session_twin, stream, 3)
+        assert sub.wait_for(lambda evs: len([e for e in evs if e.id]) == 3, 5)
+        ready = httpx.get(f"{proxy.url}/readyz")
+        assert ready.status_code == 200 and ready.json()["readers"] >= 1
+        text = httpx.get(f"{proxy.url}/metrics").text
+    assert f'sse_clients{{stream="{stream}"}} 1.0' in text
+    assert f'sse_events_delivered_total{{stream="{stream}"}} 3.0' in text
+    for name in (
+        "sse_slow_client_cutoffs_total",
+        "sse_reader_lag_seconds",
+        "sse_redis_errors_total",
+        "sse_auth_failures_total",
+        "sse_http_requests_total",
+    ):
+        assert name in text
+    assert 'sse_http_requests_total{method="GET",route="subscribe",status="200"}' in text
+
+
+def test_redis_connections_do_not_grow_with_clients(session_twin: Twin, tmp_path: Path) -> None:
+    def proxy_connections() -> int:
+        client = admin(session_twin)
+        try:
+            lists: Any = client.client_list(target_nodes=client.ALL_NODES)
+        finally:
+            client.close()
+        rows = [c for node in lists.values() for c in node] if isinstance(lists, dict) else lists
+        return sum(1 for c in rows if c.get("user") in ("reader", "publisher"))
+
+    with running_proxy(session_twin, tmp_path) as own:
+        stream = stream_name()
+        before = proxy_connections()
+        with subscribe(own, stream) as one:
+            xadd(session_twin, stream, 1)
+            assert one.wait_for(lambda evs: any(e.id for e in evs), 5)
+            with_one = proxy_connections()
+            many = [subscribe(own, stream, "?from=earliest") for _ in range(60)]
+            try:
+                xadd(session_twin, stream, 1)
+                for sub in many:
+                    assert sub.wait_for(lambda evs: len([e for e in evs if e.id]) == 2, 10)
+                with_many = proxy_connections()
+            finally:
+                for sub in many:
+                    sub.close()
+    print(
+        f"reader/publisher connections: idle {before}, 1 client {with_one}, 61 clients {with_many}"
+    )
+    assert with_many == with_one
+    assert with_one - before <= 2  # the stream's reader, plus at most one shared connection
+
+
+def test_a_client_that_stops_reading_is_cut_off_and_others_keep_flowing(
+    session_twin: Twin, tmp_path: Path
+) -> None:
+    with running_proxy(session_twin, tmp_path, write_timeout_s=2.0) as own:
+        stream = stream_name()
+        token = own.token()
+        # A raw socket that asks for the stream and never reads a byte after that.
+        stuck = socket.create_connection(("127.0.0.1", int(own.url.rsplit(":", 1)[1])))
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        request = f"GET /v1/streams/{stream} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}"
+        stuck.sendall(f"{request}\r\n\r\n".encode())
+        with subscribe(own, stream) as healthy:
+            client = publisher(session_twin)
+            try:
+                # More than the kernel's socket buffers hold, so the proxy's writes block.
+                pad = "p" * 4000
+                pipe = client.pipeline()
+                for i in range(4000):
+                    pipe.xadd(stream, {"n": str(i), "pad": pad})
+                written = [str(x) for x in pipe.execute()]
+            finally:
+                client.close()
+            assert healthy.wait_for(lambda evs: any(e.id == written[-1] for e in evs), 20)
+            assert ids_of(healthy) == written
+            deadline = time.monotonic() + 10
+            while (
+                "sse_slow_client_cutoffs_total" not in _cutoffs(own) and time.monotonic() < deadline
+            ):
+                time.sleep(0.1)
+            assert _cutoffs(own), "the stuck client was not cut off"
+        stuck.close()
+        assert own.rss_mb() < 150
+
+
+def _cutoffs(proxy: ProxyProcess) -> str:
+    text = httpx.get(f"{proxy.url}/metrics").text
+    return "".join(
+        line
+        for line in text.splitlines()
+        if line.startswith("sse_slow_client_cutoffs_total") and not line.endswith(" 0.0")
+    )
+
+
+def test_a_connection_flood_past_the_limit_gets_503_and_spares_existing_clients(
+    session_twin: Twin, tmp_path: Path
+) -> None:
+    with running_proxy(session_twin, tmp_path, max_connections=5) as own:
+        stream = stream_name()
+        subs = [subscribe(own, stream) for _ in range(5)]
+        try:
+            refused = [
+                httpx.get(f"{own.url}/v1/streams/{stream}", headers=own.headers(), timeout=5)
+                for _ in range(20)
+            ]
+            assert {r.status_code for r in refused} == {503}
+            assert all(r.json()["reason"] == "too_many_connections" for r in refused)
+            assert all(int(r.headers["retry-after"]) > 0 for r in refused)
+            entry = xadd(session_twin, stream, 1)[0]
+            for sub in subs:
+                assert sub.wait_for(lambda evs: any(e.id == entry for e in evs), 5)
+        finally:
+            for sub in subs:
+                sub.close()
+
+
+def test_huge_headers_are_refused_without_harming_the_process(
+    proxy: ProxyProcess, session_twin: Twin
+) -> None:
+    stream = stream_name()
+    with subscribe(proxy, stream) as sub:
+        for size in (40_000, 2_000_000):
+            response = httpx.get(
+                f"{proxy.url}/v1/streams/{stream}",
+                headers={**proxy.headers(), "X-Huge": "h" * size},
+                timeout=5,
+            )
+            assert response.status_code == 431
+            assert response.json()["reason"] == "head_too_large"
+        entry = xadd(session_twin, stream, 1)[0]
+        assert sub.wait_for(lambda evs: any(e.id == entry for e in evs), 5)
+    assert httpx.get(f"{proxy.url}/healthz").status_code == 200
+
+
+def test_sigterm_tells_every_client_to_come_back_and_exits_within_the_grace(
+    session_twin: Twin, tmp_path: Path
+) -> None:
+    import os
+    import signal
+
+    with running_proxy(session_twin, tmp_path, shutdown_grace_s=5) as own:
+        stream = stream_name()
+        subs = [subscribe(own, stream) for _ in range(10)]
+        started = time.monotonic()
+        os.kill(own.pid, signal.SIGTERM)
+        own.proc.wait(timeout=15)
+        elapsed = time.monotonic() - started
+    for sub in subs:
+        sub.close()
+        assert sub.parser.retry_ms is not None and sub.parser.retry_ms <= 3000
+    assert elapsed < 5, f"took {elapsed:.1f} s"
+    assert "draining 10 client(s)" in own.log_text()
+
+
+def test_disabled_auth_is_explicit_and_logged(session_twin: Twin, tmp_path: Path) -> None:
+    with running_proxy(session_twin, tmp_path, auth_mode="disabled", jwt_secret_file=None) as own:
+        response = httpx.post(f"{own.url}/v1/streams/{stream_name()}/events", json={"a": "b"})
+        assert response.status_code == 201
+    assert "authorization is DISABLED" in own.log_text()
+
+
+def test_sse_events_parse_into_the_same_fields_redis_holds(
+    proxy: ProxyProcess, session_twin: Twin
+) -> None:
+    stream = stream_name()
+    tricky = {"text": "multi\nline\r\nvalue", "quote": '"', "unicode": "é✓", "action": "a b"}
+    entry = xadd(session_twin, stream, 1, **tricky)[0]
+    with httpx.stream(
+        "GET", f"{proxy.url}/v1/streams/{stream}?from=earliest", headers=proxy.headers(), timeout=5
+    ) as response:
+        parser = Parser()
+        for chunk in response.iter_raw():
+            events = [e for e in parser.feed(chunk) if e.id]
+            if events:
+                break
+    assert events[0].id == entry
+    assert events[0].event == "message"
+    assert json.loads(events[0].data) == {"n": "0", **tricky}
