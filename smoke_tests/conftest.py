@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from smoke_tests.sse_client import Subscription
 from smoke_tests.targets import Target, TargetError, load_target
 
 # Checks run in this order: read-only ones first, disruptive ones last.
-MODULE_ORDER = ("test_health", "test_tls", "test_acl", "test_failover")
+MODULE_ORDER = ("test_health", "test_tls", "test_acl", "test_failover", "test_streams")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -93,3 +94,17 @@ def measure(record_property: Callable[[str, object], None]) -> Measure:
             record_property(f"{name}.goal_met", value <= goal)
 
     return _measure
+
+
+@pytest.fixture(scope="session")
+def sse_canary(target: Target, run_id: str) -> Iterator[Subscription | None]:
+    """An SSE subscription to a stream on the failover canary's shard, opened before the
+    failover checks and kept open through them (None without a proxy)."""
+    if target.sse is None:
+        yield None
+        return
+    stream = f"smoke:sse:{{canary}}:{run_id}"
+    sub = Subscription(f"{target.sse.url}/v1/streams/{stream}", token=target.sse.token)
+    sub.start()
+    yield sub
+    sub.close()

@@ -29,6 +29,16 @@ class TargetNode:
     zone: str | None = None
 
 
+@dataclass(frozen=True)
+class SseProxy:
+    """Where the target's SSE proxy answers, a token granting every stream, and the
+    signing secret for minting narrower tokens (None where the target does not share it)."""
+
+    url: str
+    token: str
+    secret_file: str | None = None
+
+
 class Target(ABC):
     """What the smoke checks need to know about a deployment."""
 
@@ -40,6 +50,8 @@ class Target(ABC):
     mutual_tls: bool
     #: whether checks may crash nodes (kill -9); never on prod
     can_disrupt: bool
+    #: the SSE proxy, when the target runs one
+    sse: SseProxy | None = None
 
     @abstractmethod
     def nodes(self) -> list[TargetNode]:
@@ -87,6 +99,9 @@ class LocalTarget(Target):
             raise TargetError(f"status of the local twin lacks {exc}; upgrade redisops") from exc
         self.state_dir = state_dir
         self.can_disrupt = True
+        proxy = status.get("sse_proxy") or {}
+        if proxy.get("enabled") and proxy.get("token"):
+            self.sse = SseProxy(proxy["url"], proxy["token"], proxy.get("jwt_secret_file"))
 
     @classmethod
     def load(cls, state_dir: Path) -> LocalTarget:

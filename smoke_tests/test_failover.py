@@ -70,6 +70,7 @@ def _assert_nothing_lost(canary: Canary) -> tuple[int, int]:
     return len(acked), len(stored)
 
 
+@pytest.mark.usefixtures("sse_canary")  # open the proxy's subscription before any failover
 def test_graceful_failover_loses_no_acknowledged_write(
     target: Target, run_id: str, measure: Measure, pytestconfig: pytest.Config
 ) -> None:

@@ -157,6 +157,16 @@ class Backend:
             **self._tls(),
         )
 
+    async def serves(self, conn: aioredis.Redis, stream: str) -> bool:
+        """Whether `conn` still talks to the primary of `stream`'s slot (asked anew)."""
+        if self.settings.redis_mode == "single":
+            return True
+        async with self._reads:
+            await self.reader.xlen(stream)  # routes through MOVED: the slot map is current
+        node = self.reader.get_node_from_key(stream)
+        where = conn.connection_pool.connection_kwargs
+        return bool(where.get("host") == node.host and where.get("port") == node.port)
+
     async def refresh_topology(self) -> None:
         if isinstance(self.reader, RedisCluster):
             await self.reader.nodes_manager.initialize()

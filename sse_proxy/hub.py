@@ -177,16 +177,33 @@ class StreamReader:
                         self.ready.set()
                     if conn is None:
                         conn = await backend.open_reader(self.stream)
-                    reply = await conn.xread(
-                        {self.stream: format_entry_id(self.position)},
-                        count=settings.read_count,
-                        block=settings.block_ms,
+                        where = conn.connection_pool.connection_kwargs
+                        logger.info(
+                            "reader %s reads from %s:%s after %s",
+                            self.stream,
+                            where.get("host"),
+                            where.get("port"),
+                            format_entry_id(self.position),
+                        )
+                    reply = await asyncio.wait_for(
+                        conn.xread(
+                            {self.stream: format_entry_id(self.position)},
+                            count=settings.read_count,
+                            block=settings.block_ms,
+                        ),
+                        settings.block_ms / 1000 + 10,
                     )
                     self.last_contact = time.monotonic()
                     self.error = None
                     delay = 0.05
                     if reply:
                         self._deliver(_entries(reply))
+                    elif not await backend.serves(conn, self.stream):
+                        # Idle for a whole BLOCK: a node that turned replica (a primary back
+                        # from a crash) can keep a blocked reader waiting without a word.
+                        logger.info("reader %s: the stream moved; reconnecting", self.stream)
+                        await _close(conn)
+                        conn = None
                 except asyncio.CancelledError:
                     raise
                 except redis.exceptions.NoPermissionError as exc:
@@ -199,7 +216,7 @@ class StreamReader:
                         exc,
                     )
                     await asyncio.sleep(5)
-                except (redis.exceptions.RedisError, OSError) as exc:
+                except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
                     # A failover (connection lost, MOVED, READONLY, CLUSTERDOWN) or a
                     # hiccup: reconnect to whoever holds the stream now, resume from the
                     # last delivered id.
