@@ -13,6 +13,7 @@ import json
 import logging
 import random
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -41,6 +42,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 STREAM_NAME = re.compile(r"^[A-Za-z0-9_.:{}\-]{1,256}$")
+SUBSCRIPTION = re.compile(r"^/v1/streams/([^/]+)$")
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -142,10 +144,11 @@ def _auth_response(error: AuthError) -> Response:
 
 
 class StreamEndpoint:
-    """GET /v1/streams/{stream}: the SSE subscription."""
+    """GET /v1/streams/{stream}: the SSE subscription (a plain ASGI app)."""
 
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
+        self.origins = {o.encode() for o in proxy.settings.cors_origins}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         proxy = self.proxy
@@ -169,19 +172,37 @@ class StreamEndpoint:
                 )
             reader = await proxy.hub.reader(stream)
         except AuthError as exc:
-            await _auth_response(exc)(scope, receive, send)
+            await self._refuse(_auth_response(exc), scope, receive, send)
             return
         except HttpError as exc:
-            await exc.response()(scope, receive, send)
+            await self._refuse(exc.response(), scope, receive, send)
             return
         except (redis.exceptions.RedisError, OSError) as exc:
             metrics.REDIS_ERRORS.labels("subscribe").inc()
             metrics.REJECTED.labels("redis").inc()
-            await HttpError(
+            refusal = HttpError(
                 503, "redis_unavailable", f"cannot read the stream now: {exc}", {"Retry-After": "2"}
-            ).response()(scope, receive, send)
+            )
+            await self._refuse(refusal.response(), scope, receive, send)
             return
+        metrics.REQUESTS.labels("GET", "subscribe", "200").inc()
+        del request  # its parsed headers and cookies are not needed for hours of streaming
         await self._stream(scope, receive, send, reader, after)
+
+    def _cors(self, scope: Scope) -> list[tuple[bytes, bytes]]:
+        origin = next((v for k, v in scope["headers"] if k == b"origin"), None)
+        if origin is None or origin not in self.origins:
+            return []
+        return [
+            (b"access-control-allow-origin", origin),
+            (b"access-control-allow-credentials", b"true"),
+            (b"vary", b"Origin"),
+        ]
+
+    async def _refuse(self, response: Response, scope: Scope, receive: Receive, send: Send) -> None:
+        metrics.REQUESTS.labels("GET", "subscribe", str(response.status_code)).inc()
+        response.raw_headers.extend(self._cors(scope))
+        await response(scope, receive, send)
 
     async def _stream(
         self,
@@ -197,31 +218,39 @@ class StreamEndpoint:
         stream = reader.stream
         join = reader.join(after)
         sub = join.subscriber
+        sub.task = asyncio.current_task()
         hub.connections += 1
         metrics.CLIENTS.labels(stream).inc()
-        watcher = asyncio.create_task(_watch_disconnect(receive, sub))
-        timeout = settings.write_timeout_s
+        watcher = asyncio.ensure_future(_until_disconnect(receive))
+        watcher.add_done_callback(lambda _: sub.close("gone"))
         try:
-            await asyncio.wait_for(
-                send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS}),
-                timeout,
-            )
+            head = {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": SSE_HEADERS + self._cors(scope),
+            }
+            await _write(sub, send, head)
             preamble = sse.retry(settings.retry_ms) + sse.comment(f"stream {stream}")
             if after is not None and after > (0, 0):
                 preamble += await self._gap(stream, after)
-            await asyncio.wait_for(_body(send, preamble), timeout)
+            await _write(sub, send, _chunk(preamble))
             await self._catch_up(send, stream, after, join)
             await self._live(send, sub)
-        except TimeoutError:
-            # The client stopped reading: cut it off. Returning without completing the
-            # response makes the server close the connection.
+        except asyncio.CancelledError:
+            if sub.state != "stuck":
+                raise
+            # The watchdog cut a client that stopped reading. Returning without completing
+            # the response makes the server close the connection.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
             metrics.CUTOFFS.labels(stream).inc()
             logger.info("cut off a client of %s that stopped reading", stream)
         except (redis.exceptions.RedisError, OSError) as exc:
             metrics.REDIS_ERRORS.labels("catch_up").inc()
             logger.warning("catch-up on %s failed: %s; the client will resume", stream, exc)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(_end(send, sse.retry(settings.retry_ms)), timeout)
+                await _write(sub, send, _last(sse.retry(settings.retry_ms)))
         finally:
             watcher.cancel()
             reader.leave(sub)
@@ -236,64 +265,65 @@ class StreamEndpoint:
         return sse.control_event("gap", {"requested": sse.format_entry_id(after), "oldest": oldest})
 
     async def _catch_up(self, send: Send, stream: str, after: EntryId | None, join: Join) -> None:
-        timeout = self.proxy.settings.write_timeout_s
+        sub = join.subscriber
         if join.backlog is not None:
             if join.backlog:
-                await asyncio.wait_for(_body(send, b"".join(join.backlog)), timeout)
+                await _write(sub, send, _chunk(b"".join(join.backlog)))
             return
         assert after is not None
         page_size = self.proxy.settings.catchup_page
         cursor = after
-        while cursor < join.live_from and join.subscriber.state == "live":
+        while cursor < join.live_from and sub.state == "live":
             entries = await self.proxy.backend.page(stream, cursor, join.live_from, page_size)
             if not entries:
                 break
             chunk = b"".join(sse.entry_event(eid, fields) for eid, fields in entries)
-            await asyncio.wait_for(_body(send, chunk), timeout)
+            await _write(sub, send, _chunk(chunk))
             cursor = parse_entry_id(entries[-1][0])
             if len(entries) < page_size:
                 break
 
     async def _live(self, send: Send, sub: Subscriber) -> None:
         settings = self.proxy.settings
-        timeout = settings.write_timeout_s
         while True:
-            batch = await sub.next_batch(settings.heartbeat_s)
+            batch = await sub.next_batch()
             if sub.state == "gone":
                 return
             if batch:
-                await asyncio.wait_for(_body(send, b"".join(batch)), timeout)
+                await _write(sub, send, _chunk(batch[0] if len(batch) == 1 else b"".join(batch)))
             if sub.state == "overflow":
                 overflow = sse.control_event(
                     "overflow",
                     {"detail": "client fell behind; reconnect with Last-Event-ID to resume"},
                 )
-                await asyncio.wait_for(_end(send, overflow + sse.retry(settings.retry_ms)), timeout)
+                await _write(sub, send, _last(overflow + sse.retry(settings.retry_ms)))
                 return
             if sub.state == "closing":
                 # Shutting down: come back (to another instance) soon, with Last-Event-ID.
                 come_back = sse.retry(random.randint(250, max(500, settings.retry_ms)))
-                await asyncio.wait_for(_end(send, come_back), timeout)
+                await _write(sub, send, _last(come_back))
                 return
-            if not batch:
-                await asyncio.wait_for(_body(send, sse.HEARTBEAT), timeout)
 
 
-async def _body(send: Send, data: bytes) -> None:
-    await send({"type": "http.response.body", "body": data, "more_body": True})
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
-async def _end(send: Send, data: bytes) -> None:
-    await send({"type": "http.response.body", "body": data, "more_body": False})
+def _chunk(data: bytes) -> Message:
+    return {"type": "http.response.body", "body": data, "more_body": True}
 
 
-async def _watch_disconnect(receive: Receive, sub: Subscriber) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            sub.close("gone")
-            sub.state = "gone"
-            return
+def _last(data: bytes) -> Message:
+    return {"type": "http.response.body", "body": data, "more_body": False}
+
+
+async def _write(sub: Subscriber, send: Send, message: Message) -> None:
+    """Send, under the hub's watchdog (it cancels writes stuck past the write timeout)."""
+    sub.write_started = time.monotonic()
+    await send(message)
+    sub.write_started = None
+    sub.last_write = time.monotonic()
 
 
 # ---- the other endpoints -------------------------------------------------------------
@@ -394,6 +424,7 @@ def build_app(settings: ProxySettings) -> Starlette:
                 "publish every served stream"
             )
         await proxy.backend.start()
+        proxy.hub.start()
         logger.info(
             "serving streams %s on %s:%s",
             ", ".join(settings.served_patterns),
@@ -429,6 +460,30 @@ def build_app(settings: ProxySettings) -> Starlette:
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.proxy = proxy
     return app
+
+
+class ProxyApp:
+    """The ASGI entry point: subscriptions go straight to their endpoint, everything else
+    through Starlette (routing, CORS, request metrics).
+
+    Each event of each client passes through `send`; every middleware layer would wrap
+    it, so the subscription path has none (it counts its requests and answers CORS
+    itself; preflight requests still reach the CORS middleware).
+    """
+
+    def __init__(self, settings: ProxySettings) -> None:
+        self.app = build_app(settings)
+        self.proxy: Proxy = self.app.state.proxy
+        self.stream = StreamEndpoint(self.proxy)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            match = SUBSCRIPTION.match(scope["path"])
+            if match:
+                scope["path_params"] = {"stream": match.group(1)}
+                await self.stream(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class RequestMetrics:

@@ -27,11 +27,11 @@ import redis.exceptions
 from sse_proxy import metrics
 from sse_proxy.backend import Backend
 from sse_proxy.settings import ProxySettings
-from sse_proxy.sse import EntryId, entry_event, format_entry_id, parse_entry_id
+from sse_proxy.sse import HEARTBEAT, EntryId, entry_event, format_entry_id, parse_entry_id
 
 logger = logging.getLogger("sse_proxy.hub")
 
-State = Literal["live", "overflow", "closing", "gone"]
+State = Literal["live", "overflow", "closing", "gone", "stuck"]
 
 
 class Subscriber:
@@ -42,17 +42,36 @@ class Subscriber:
     batch is always accepted into an empty queue, so a client that keeps up is never cut
     off by a burst, and one that does not is cut off as soon as a second batch would
     pile up beyond the limit.
+
+    No timers per client: the hub's ticker sends heartbeats to idle clients and cancels
+    writers stuck in a write for longer than the write timeout.
     """
 
-    __slots__ = ("buffer", "limit", "pending", "state", "stream", "wakeup")
+    __slots__ = (
+        "beat",
+        "buffer",
+        "last_write",
+        "limit",
+        "pending",
+        "state",
+        "stream",
+        "task",
+        "waiter",
+        "write_started",
+    )
 
     def __init__(self, stream: str, limit: int) -> None:
         self.stream = stream
         self.limit = limit
-        self.buffer: deque[bytes] = deque()
+        self.buffer: list[bytes] = []  # a list: thousands of idle clients hold one each
         self.pending = 0  # events in `buffer`
-        self.wakeup = asyncio.Event()
+        # A future only while waiting (an asyncio.Event costs ~800 bytes per client).
+        self.waiter: asyncio.Future[None] | None = None
         self.state: State = "live"
+        self.beat = False
+        self.task: asyncio.Task[object] | None = None  # the writer, for the watchdog
+        self.write_started: float | None = None
+        self.last_write = time.monotonic()
 
     def push(self, data: bytes, events: int = 1) -> bool:
         """Queue a chunk of `events` events; False (state overflow) when too far behind."""
@@ -60,29 +79,43 @@ class Subscriber:
             return False
         if self.pending and self.pending + events > self.limit:
             self.state = "overflow"
-            self.buffer.clear()  # it resumes with Last-Event-ID; drop the references now
+            self.buffer = []  # it resumes with Last-Event-ID; drop the references now
             self.pending = 0
-            self.wakeup.set()
+            self._wake()
             return False
         self.buffer.append(data)
         self.pending += events
-        self.wakeup.set()
+        self._wake()
         return True
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def close(self, state: State) -> None:
         if self.state == "live":
             self.state = state
-        self.wakeup.set()
+        self._wake()
 
-    async def next_batch(self, timeout: float) -> list[bytes]:
-        """Everything queued (possibly empty after `timeout`: time for a heartbeat)."""
-        if not self.buffer and self.state == "live":
-            self.wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wakeup.wait(), timeout)
-        batch = list(self.buffer)
-        self.buffer.clear()
+    def heartbeat(self) -> None:
+        if self.state == "live":
+            self.beat = True
+            self._wake()
+
+    async def next_batch(self) -> list[bytes]:
+        """Everything queued, or a heartbeat; waits while there is neither."""
+        while not self.buffer and not self.beat and self.state == "live":
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        batch, self.buffer = self.buffer, []
         self.pending = 0
+        if not batch and self.beat:
+            batch = [HEARTBEAT]
+        self.beat = False
         return batch
 
 
@@ -143,6 +176,7 @@ class StreamReader:
         """
         sub = Subscriber(self.stream, self.hub.settings.client_buffer)
         self.subscribers.add(sub)
+        self.hub.active.add(sub)
         if self.linger is not None:
             self.linger.cancel()
             self.linger = None
@@ -155,6 +189,7 @@ class StreamReader:
 
     def leave(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
+        self.hub.active.discard(sub)
         sub.state = "gone"
         if not self.subscribers and self.linger is None:
             loop = asyncio.get_running_loop()
@@ -301,6 +336,27 @@ class Hub:
         self.connections = 0
         self.draining = False
         self.on_drain: list[Callable[[], None]] = []
+        self.active: set[Subscriber] = set()  # every connected client, caught up or not
+        self._ticker: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="hub-ticker")
+
+    async def _tick(self) -> None:
+        """Heartbeats for idle clients; cancel writers stuck past the write timeout."""
+        settings = self.settings
+        period = min(1.0, settings.heartbeat_s / 3, settings.write_timeout_s / 3)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for sub in list(self.active):
+                started = sub.write_started
+                if started is not None and now - started > settings.write_timeout_s:
+                    sub.state = "stuck"
+                    if sub.task is not None:
+                        sub.task.cancel()
+                elif now - sub.last_write >= settings.heartbeat_s:
+                    sub.heartbeat()
 
     async def reader(self, stream: str) -> StreamReader:
         """The stream's reader, started on first use (concurrent first uses share it)."""
@@ -336,13 +392,16 @@ class Hub:
         if self.draining:
             return
         self.draining = True
-        for reader in self.readers.values():
-            for sub in list(reader.subscribers):
-                sub.close("closing")
+        for sub in list(self.active):
+            sub.close("closing")
         for callback in self.on_drain:
             callback()
 
     async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
         for reader in list(self.readers.values()):
             await reader.stop()
         self.readers.clear()

@@ -20,7 +20,7 @@ import uvicorn
 
 from redisops import log
 from redisops.errors import RedisOpsError
-from sse_proxy.app import Proxy, build_app
+from sse_proxy.app import Proxy, ProxyApp
 from sse_proxy.protocol import BoundedHttpToolsProtocol
 from sse_proxy.settings import ProxySettings, load_settings
 
@@ -64,7 +64,7 @@ def serve(settings: ProxySettings) -> None:
     log.setup(names=("sse_proxy", "redisops", "uvicorn"), json_lines=settings.log_json)
     logging.getLogger("uvicorn.error").addFilter(_QuietCutoffs())
     _raise_fd_limit()
-    app = build_app(settings)
+    app = ProxyApp(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -76,9 +76,10 @@ def serve(settings: ProxySettings) -> None:
         backlog=4096,
         timeout_keep_alive=5,
         server_header=False,
+        proxy_headers=False,  # no X-Forwarded-* rewriting layer around every request
         http=BoundedHttpToolsProtocol,
     )
-    DrainingServer(config, app.state.proxy).run()
+    DrainingServer(config, app.proxy).run()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from smoke_tests.sse_client import Parser
 from sse_proxy.hub import Hub, StreamReader, Subscriber
 from sse_proxy.settings import load_settings
-from sse_proxy.sse import entry_event, parse_entry_id
+from sse_proxy.sse import HEARTBEAT, entry_event, parse_entry_id
 
 
 def reader(**overrides: Any) -> StreamReader:
@@ -127,14 +127,19 @@ def test_random_join_points_see_every_entry_once_in_order() -> None:
         assert got == [e[0] for e in delivered[first:]]
 
 
-def test_next_batch_returns_everything_queued_or_nothing_after_the_timeout() -> None:
-    async def scenario() -> tuple[list[bytes], list[bytes]]:
+def test_next_batch_returns_everything_queued_or_a_heartbeat() -> None:
+    async def scenario() -> tuple[list[bytes], list[bytes], bool]:
         sub = Subscriber("s", 10)
         sub.push(b"a")
         sub.push(b"b", 2)
-        first = await sub.next_batch(1.0)
-        empty = await sub.next_batch(0.01)
-        return first, empty
+        first = await sub.next_batch()
+        waiting = asyncio.ensure_future(sub.next_batch())
+        await asyncio.sleep(0.05)
+        blocked = not waiting.done()  # nothing queued: it waits, no busy loop
+        sub.heartbeat()
+        return first, await waiting, blocked
 
-    first, empty = asyncio.run(scenario())
-    assert first == [b"a", b"b"] and empty == []
+    first, beat, blocked = asyncio.run(scenario())
+    assert first == [b"a", b"b"]
+    assert blocked
+    assert beat == [HEARTBEAT]
