@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-import redis.exceptions
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -29,7 +28,7 @@ from starlette.routing import Route
 
 from sse_proxy import metrics, sse
 from sse_proxy.auth import Authenticator, AuthError, Principal, error_body
-from sse_proxy.backend import Backend
+from sse_proxy.backend import REDIS_FAILURES, Backend
 from sse_proxy.hub import Hub, Join, StreamReader, Subscriber
 from sse_proxy.settings import ProxySettings
 from sse_proxy.sse import EntryId, parse_entry_id
@@ -177,7 +176,7 @@ class StreamEndpoint:
         except HttpError as exc:
             await self._refuse(exc.response(), scope, receive, send)
             return
-        except (redis.exceptions.RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             metrics.REDIS_ERRORS.labels("subscribe").inc()
             metrics.REJECTED.labels("redis").inc()
             refusal = HttpError(
@@ -246,7 +245,7 @@ class StreamEndpoint:
                 task.uncancel()
             metrics.CUTOFFS.labels(stream).inc()
             logger.info("cut off a client of %s that stopped reading", stream)
-        except (redis.exceptions.RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             metrics.REDIS_ERRORS.labels("catch_up").inc()
             logger.warning("catch-up on %s failed: %s; the client will resume", stream, exc)
             with contextlib.suppress(Exception):
@@ -382,7 +381,7 @@ def build_app(settings: ProxySettings) -> Starlette:
             return _auth_response(exc)
         except HttpError as exc:
             return exc.response()
-        except (redis.exceptions.RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             metrics.REDIS_ERRORS.labels("publish").inc()
             return HttpError(
                 503, "redis_unavailable", f"the entry was not added: {exc}", {"Retry-After": "1"}
@@ -399,7 +398,7 @@ def build_app(settings: ProxySettings) -> Starlette:
             problems.append("draining")
         try:
             await asyncio.wait_for(proxy.backend.ping(), 2.0)
-        except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:  # TimeoutError is an OSError
             problems.append(f"redis: {type(exc).__name__}: {exc}")
         for name, reader in proxy.hub.readers.items():
             if not reader.alive:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
@@ -28,6 +29,14 @@ from sse_proxy.sse import EntryId, format_entry_id, parse_entry_id
 logger = logging.getLogger("sse_proxy.backend")
 
 Entry = tuple[str, dict[str, str]]
+
+# What talking to Redis can raise: redis-py's cluster client has errors outside
+# RedisError (e.g. "Redis Cluster cannot be connected" while every node is down).
+REDIS_FAILURES: tuple[type[BaseException], ...] = (
+    redis.exceptions.RedisError,
+    redis.exceptions.RedisClusterException,
+    OSError,
+)
 
 
 def _password(path: Path | None, role: str) -> str | None:

@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from sse_proxy import metrics
-from sse_proxy.backend import Backend
+from sse_proxy.backend import REDIS_FAILURES, Backend
 from sse_proxy.settings import ProxySettings
 from sse_proxy.sse import HEARTBEAT, EntryId, entry_event, format_entry_id, parse_entry_id
 
@@ -53,6 +53,7 @@ class Subscriber:
         "last_write",
         "limit",
         "pending",
+        "skip_until",
         "state",
         "stream",
         "task",
@@ -65,6 +66,8 @@ class Subscriber:
         self.limit = limit
         self.buffer: list[bytes] = []  # a list: thousands of idle clients hold one each
         self.pending = 0  # events in `buffer`
+        # Set when the client asked to start after an entry the reader has not read yet.
+        self.skip_until: EntryId | None = None
         # A future only while waiting (an asyncio.Event costs ~800 bytes per client).
         self.waiter: asyncio.Future[None] | None = None
         self.state: State = "live"
@@ -181,7 +184,12 @@ class StreamReader:
             self.linger.cancel()
             self.linger = None
         live_from = self.position
-        if after is None or after >= live_from:
+        if after is None or after == live_from:
+            return Join(sub, live_from, [])
+        if after > live_from:
+            # The client already has entries the reader has not reached (it raced ahead,
+            # e.g. resuming right after a reconnect): skip them as they arrive.
+            sub.skip_until = after
             return Join(sub, live_from, [])
         if self.ring and after >= self.ring_floor:
             return Join(sub, live_from, [data for eid, data in self.ring if eid > after])
@@ -251,7 +259,7 @@ class StreamReader:
                         exc,
                     )
                     await asyncio.sleep(5)
-                except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
+                except REDIS_FAILURES as exc:  # TimeoutError is an OSError
                     # A failover (connection lost, MOVED, READONLY, CLUSTERDOWN) or a
                     # hiccup: reconnect to whoever holds the stream now, resume from the
                     # last delivered id.
@@ -263,7 +271,7 @@ class StreamReader:
                         conn = None
                     await asyncio.sleep(delay * (1 + random.random()))
                     delay = min(delay * 2, 2.0)
-                    with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                    with contextlib.suppress(*REDIS_FAILURES):
                         await backend.refresh_topology()
                 except Exception:
                     # A bug must not silence the stream for good: log it, count it, go on.
@@ -280,7 +288,7 @@ class StreamReader:
             self.ready.set()
 
     def _deliver(self, entries: list[tuple[str, dict[str, str]]]) -> None:
-        encoded: list[bytes] = []
+        fresh: list[tuple[EntryId, bytes]] = []
         for entry_id, fields in entries:
             eid = parse_entry_id(entry_id)
             if eid <= self.position:
@@ -293,13 +301,13 @@ class StreamReader:
                     self.ring_floor = self.ring[0][0]  # about to fall out of the ring
                 self.ring.append((eid, data))
             self.position = eid
-            encoded.append(data)
-        if not encoded:
+            fresh.append((eid, data))
+        if not fresh:
             return
         # One chunk for the whole batch, shared by every subscriber: one write each.
-        chunk = encoded[0] if len(encoded) == 1 else b"".join(encoded)
-        count = len(encoded)
-        cut = [sub for sub in self.subscribers if not sub.push(chunk, count)]
+        chunk = fresh[0][1] if len(fresh) == 1 else b"".join(data for _, data in fresh)
+        count = len(fresh)
+        cut = [sub for sub in self.subscribers if not self._push(sub, fresh, chunk, count)]
         for sub in cut:
             self.subscribers.discard(sub)
         if cut:
@@ -309,6 +317,17 @@ class StreamReader:
             metrics.DELIVERED.labels(self.stream).inc(delivered)
         lag = max(0.0, time.time() - self.position[0] / 1000)
         metrics.READER_LAG.labels(self.stream).set(lag)
+
+    def _push(
+        self, sub: Subscriber, fresh: list[tuple[EntryId, bytes]], chunk: bytes, count: int
+    ) -> bool:
+        skip = sub.skip_until
+        if skip is None:
+            return sub.push(chunk, count)
+        if self.position >= skip:
+            sub.skip_until = None
+        wanted = [data for eid, data in fresh if eid > skip]
+        return sub.push(b"".join(wanted), len(wanted)) if wanted else True
 
 
 def _entries(reply: object) -> list[tuple[str, dict[str, str]]]:

@@ -27,7 +27,11 @@ def proxy(session_twin: Twin, tmp_path_factory: pytest.TempPathFactory) -> Itera
         tmp_path_factory.mktemp("proxy"),
         heartbeat_s=0.3,
         retry_ms=200,
-        retention=[{"pattern": "standup:trim-*", "maxlen": 10}, {"pattern": "*", "maxlen": 100000}],
+        retention=[
+            {"pattern": "standup:trim-*", "maxlen": 10},
+            {"pattern": "standup:age-*", "max_age_s": 1},
+            {"pattern": "*", "maxlen": 100000},
+        ],
         cors_origins=["http://allowed.example"],
     ) as running:
         yield running
@@ -230,6 +234,23 @@ def test_post_applies_the_streams_retention(proxy: ProxyProcess, session_twin: T
     assert 10 <= length < 300  # approximate MAXLEN 10 trims whole nodes
 
 
+def test_post_trims_entries_older_than_the_max_age(proxy: ProxyProcess, session_twin: Twin) -> None:
+    stream = stream_name("standup:age")
+    with httpx.Client(headers=proxy.headers()) as http:
+        for i in range(300):
+            assert http.post(
+                f"{proxy.url}/v1/streams/{stream}/events", json={"n": str(i)}
+            ).is_success
+        time.sleep(1.2)
+        assert http.post(f"{proxy.url}/v1/streams/{stream}/events", json={"n": "new"}).is_success
+    client = admin(session_twin)
+    try:
+        length = client.xlen(stream)
+    finally:
+        client.close()
+    assert length < 301  # MINID ~ (now - 1 s) removed the older, whole stream nodes
+
+
 @pytest.mark.parametrize(
     ("body", "status", "reason"),
     [
@@ -339,6 +360,17 @@ def test_cors_allows_listed_origins_with_credentials_only(proxy: ProxyProcess) -
     assert allowed.headers["access-control-allow-credentials"] == "true"
     denied = httpx.options(url, headers={"Origin": "http://evil.example", **preflight})
     assert "access-control-allow-origin" not in denied.headers
+    for origin, allowed_origin in (
+        ("http://allowed.example", True),
+        ("http://evil.example", False),
+    ):
+        with httpx.stream(
+            "GET", url, headers={**proxy.headers(), "Origin": origin}, timeout=5
+        ) as response:
+            assert response.status_code == 200
+            assert ("access-control-allow-origin" in response.headers) == allowed_origin
+            if allowed_origin:
+                assert response.headers["access-control-allow-credentials"] == "true"
 
 
 # ---- operations ----------------------------------------------------------------------
@@ -526,3 +558,39 @@ def test_sse_events_parse_into_the_same_fields_redis_holds(
     assert events[0].id == entry
     assert events[0].event == "message"
     assert json.loads(events[0].data) == {"n": "0", **tricky}
+
+
+def test_readiness_fails_while_redis_is_unreachable(session_twin: Twin, tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
+    dead = f"127.0.0.1:{free_port()}"
+    settings = {**session_twin.proxy.settings_json(session_twin.settings())}
+    settings.update(port=free_port(), redis_nodes=[dead])
+    config = tmp_path / "dead.json"
+    config.write_text(json.dumps(settings))
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sse_proxy", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{settings['port']}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                health = httpx.get(f"{url}/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "the proxy did not start without Redis"
+                time.sleep(0.1)
+        assert health.status_code == 200  # alive, so not restarted in a loop
+        ready = httpx.get(f"{url}/readyz", timeout=10)
+        assert ready.status_code == 503
+        assert any("redis" in p for p in ready.json()["problems"])
+    finally:
+        from tests.integration.proxies import stop
+
+        stop(proc)

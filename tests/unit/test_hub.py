@@ -66,6 +66,17 @@ def test_now_joins_at_the_current_position_with_no_backlog() -> None:
     assert join.backlog == [] and join.live_from == parse_entry_id("1002-0")
 
 
+def test_a_client_resuming_ahead_of_the_reader_skips_what_it_has() -> None:
+    r = reader()
+    r._deliver([entry(i) for i in range(3)])
+    join = r.join(parse_entry_id("1005-0"))  # the client saw 1003..1005 elsewhere
+    assert join.backlog == []
+    r._deliver([entry(i) for i in range(3, 5)])
+    r._deliver([entry(i) for i in range(5, 8)])
+    assert ids(list(join.subscriber.buffer)) == ["1006-0", "1007-0"]
+    assert join.subscriber.skip_until is None
+
+
 def test_entries_at_or_before_the_position_are_never_delivered_twice() -> None:
     r = reader()
     sub = r.join(None).subscriber
