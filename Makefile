@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 REPORTS ?= reports
 
-.PHONY: help venv redis-server up down status smoke lint unit integration test bench lock clean
+.PHONY: help venv redis-server browser up down status smoke lint unit integration test bench bench-sse lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -32,7 +32,15 @@ redis-server: ## install Debian's redis-server and redis-tools when missing
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server redis-tools; \
 	fi
 
-up: venv redis-server ## start the local twin (TLS + ACL Redis Cluster on 127.0.0.1) and show it
+browser: ## install Debian's chromium when missing (the browser test drives it)
+	@if command -v chromium >/dev/null; then \
+		echo "chromium: $$(chromium --version 2>/dev/null | cut -d' ' -f2)"; \
+	else \
+		$(SUDO) apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	fi
+
+up: venv redis-server ## start the local twin (TLS + ACL Redis Cluster and the SSE proxy on 127.0.0.1)
 	$(BIN)/redisops local up
 
 down: venv ## stop the twin (data kept; `redisops local down --purge` deletes it)
@@ -52,13 +60,16 @@ lint: venv ## ruff (lint + format check) and mypy
 unit: venv ## pure-logic tests
 	$(BIN)/pytest tests/unit -q
 
-integration: venv redis-server ## tests against real redis-server processes, incl. the smoke suite on a twin
+integration: venv redis-server browser ## real redis-server processes, the SSE proxy, a browser, the smoke suite
 	$(BIN)/pytest tests/integration -q
 
 test: lint unit integration ## everything CI runs
 
 bench: venv redis-server ## cold start and failover numbers, 5 runs each (not part of test)
 	$(BIN)/python bench/twin_bench.py --runs 5
+
+bench-sse: venv redis-server ## SSE proxy: 1000 clients x 50 events/s, 5000 idle (not part of test)
+	$(BIN)/python bench/sse_bench.py --clients 1000 --rate 50 --seconds 30 --idle 5000
 
 lock: ## refresh constraints.txt from a clean resolve of pyproject.toml
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
