@@ -105,7 +105,7 @@ def test_graceful_failover_loses_no_acknowledged_write(
 
 
 @pytest.mark.disruptive
-@pytest.mark.usefixtures("disruptive")
+@pytest.mark.usefixtures("disruptive", "sse_canary")
 def test_primary_crash_fails_over_and_loses_no_acknowledged_write(
     target: Target, run_id: str, measure: Measure, pytestconfig: pytest.Config
 ) -> None:
