@@ -220,6 +220,7 @@ class StreamReader:
                         self.ready.set()
                     if conn is None:
                         conn = await backend.open_reader(self.stream)
+                        delay = 0.05  # reached the stream's primary: start backing off anew
                         where = conn.connection_pool.connection_kwargs
                         logger.info(
                             "reader %s reads from %s:%s after %s",
@@ -270,7 +271,7 @@ class StreamReader:
                         await _close(conn)
                         conn = None
                     await asyncio.sleep(delay * (1 + random.random()))
-                    delay = min(delay * 2, 2.0)
+                    delay = min(delay * 2, 0.8)
                     with contextlib.suppress(*REDIS_FAILURES):
                         await backend.refresh_topology()
                 except Exception:

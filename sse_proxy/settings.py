@@ -80,7 +80,7 @@ class ProxySettings(BaseSettings):
     ring_size: int = Field(default=1024, ge=0, description="recent entries kept per stream")
     catchup_page: int = Field(default=500, ge=1, le=10_000)
     read_count: int = Field(default=500, ge=1, le=10_000)
-    block_ms: int = Field(default=5000, ge=100, le=60_000)
+    block_ms: int = Field(default=2000, ge=100, le=60_000)
     reader_linger_s: float = Field(default=30.0, ge=0)
     max_connections: int = Field(default=10_000, ge=1)
     max_payload_bytes: int = Field(default=65_536, ge=64)
