@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 REPORTS ?= reports
 
-.PHONY: help venv redis-server browser up down status smoke lint unit integration test bench bench-sse lock clean
+.PHONY: help venv redis-server browser up down status smoke lint unit integration test bench bench-sse bench-backup lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -70,6 +70,9 @@ bench: venv redis-server ## cold start and failover numbers, 5 runs each (not pa
 
 bench-sse: venv redis-server ## SSE proxy: 1000 clients x 50 events/s, 5000 idle (not part of test)
 	$(BIN)/python bench/sse_bench.py --clients 1000 --rate 50 --seconds 30 --idle 5000
+
+bench-backup: venv redis-server ## backup and restore of ~1 GB: MB/s, keys/s, RTO (not part of test)
+	$(BIN)/python bench/backup_bench.py --gb 1
 
 lock: ## refresh constraints.txt from a clean resolve of pyproject.toml
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv

@@ -7,22 +7,22 @@ logs go to stderr).
 
 from __future__ import annotations
 
-import json
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import redis
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from redisops import acl, log
+from redisops.cli_backup import backup_app, drill_app, restore_cmd
+from redisops.cli_common import DEFAULT_STATE as DEFAULT_STATE_DIR
+from redisops.cli_common import JsonOut, StateDir, err, logger, out
+from redisops.cli_common import emit as _emit_common
 from redisops.client import Credentials, Endpoint, TlsClient
 from redisops.cluster import format_ranges
 from redisops.errors import ConfigError, RedisOpsError
-from redisops.local.settings import DEFAULT_STATE_DIR
 from redisops.local.twin import Twin
 from redisops.reconcile import ReconcileOptions, ReconcileReport, reconcile
 from redisops.topology import DesiredCluster, DesiredNode
@@ -36,24 +36,11 @@ app = typer.Typer(
 )
 local_app = typer.Typer(help="The local twin: a real TLS + ACL Redis Cluster on 127.0.0.1.")
 app.add_typer(local_app, name="local")
+app.add_typer(backup_app, name="backup")
+app.add_typer(drill_app, name="drill")
+app.command("restore")(restore_cmd)
 
-out = Console()
-err = Console(stderr=True)
-logger = logging.getLogger("redisops")
-
-StateDir = Annotated[
-    Path,
-    typer.Option(
-        "--state-dir",
-        envvar="REDISOPS_STATE_DIR",
-        help="Where the twin keeps data, config, certificates and credentials.",
-    ),
-]
-JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON only (for scripts).")]
-
-
-def _emit(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+emit = _emit_common
 
 
 def _status_table(status: dict[str, Any]) -> Table:
@@ -132,6 +119,10 @@ def local_up(
     proxy_port: Annotated[
         int | None, typer.Option(help="The SSE proxy's port. Default 8700.")
     ] = None,
+    backup_max_age: Annotated[
+        int | None,
+        typer.Option(help="Seconds the newest backup may be old (the smoke suite checks it)."),
+    ] = None,
     state_dir: StateDir = DEFAULT_STATE_DIR,
     json_out: JsonOut = False,
 ) -> None:
@@ -145,10 +136,11 @@ def local_up(
         streams=tuple(stream) if stream else None,
         sse_proxy=sse_proxy,
         proxy_port=proxy_port,
+        backup_max_age_s=backup_max_age,
     )
     status = twin.status()
     if json_out:
-        _emit({"reconcile": _report_json(report), "status": status})
+        emit({"reconcile": _report_json(report), "status": status})
     else:
         out.print(_status_table(status))
         _print_report(report)
@@ -167,7 +159,7 @@ def local_down(
     """Stop every node of the twin by PID. Data is kept unless --purge."""
     stopped = Twin(state_dir, progress=logger.info).down(purge=purge)
     if json_out:
-        _emit({"stopped_ports": stopped, "purged": purge})
+        emit({"stopped_ports": stopped, "purged": purge})
     else:
         out.print(
             f"stopped {len(stopped)} node(s)"
@@ -180,7 +172,7 @@ def local_status(state_dir: StateDir = DEFAULT_STATE_DIR, json_out: JsonOut = Fa
     """Nodes, roles, shards and slots. Exit 1 when a node is down or not ok."""
     status = Twin(state_dir).status()
     if json_out:
-        _emit(status)
+        emit(status)
     else:
         out.print(_status_table(status))
     if not status["healthy"]:
@@ -197,7 +189,7 @@ def local_start_node(
     twin = Twin(state_dir)
     _require_node(twin, port)
     pid = twin.start_node(port)
-    _emit({"port": port, "pid": pid}) if json_out else out.print(f"started :{port} (pid {pid})")
+    emit({"port": port, "pid": pid}) if json_out else out.print(f"started :{port} (pid {pid})")
 
 
 @local_app.command("stop-node")
@@ -211,7 +203,7 @@ def local_stop_node(
     twin = Twin(state_dir)
     _require_node(twin, port)
     pid = twin.kill_node(port) if kill else twin.stop_node(port)
-    _emit({"port": port, "pid": pid}) if json_out else out.print(f"stopped :{port} (pid {pid})")
+    emit({"port": port, "pid": pid}) if json_out else out.print(f"stopped :{port} (pid {pid})")
 
 
 def _require_node(twin: Twin, port: int) -> None:
@@ -313,7 +305,7 @@ def reconcile_cmd(
             options.admin = Credentials.from_file(acl.ADMIN, admin_password_file)
     report = reconcile(desired, tls, creds, options)
     if json_out:
-        _emit(_report_json(report))
+        emit(_report_json(report))
     else:
         _print_report(report)
     if not report.healthy:
@@ -364,7 +356,7 @@ def smoke_cmd(
         quiet_stdout=json_out,
     )
     if json_out:
-        _emit(report)
+        emit(report)
     else:
         _print_smoke(report)
     if not report["ok"]:
@@ -409,6 +401,6 @@ def main() -> None:
     except RedisOpsError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True, markup=True)
         sys.exit(exc.exit_code)
-    except redis.RedisError as exc:
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
         err.print(f"[red]error:[/red] Redis: {exc}", highlight=False, soft_wrap=True)
         sys.exit(1)

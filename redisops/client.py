@@ -118,6 +118,7 @@ def connect_cluster(
     credentials: Credentials,
     *,
     timeout: float = 3.0,
+    decode_responses: bool = True,
 ) -> RedisCluster:
     """A cluster-aware client; the role needs `+cluster|slots +command`."""
     return RedisCluster(
@@ -126,7 +127,7 @@ def connect_cluster(
         password=credentials.password.get_secret_value(),
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
-        decode_responses=True,
+        decode_responses=decode_responses,
         driver_info=None,
         **tls.redis_kwargs(),
     )

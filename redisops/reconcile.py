@@ -24,7 +24,9 @@ from redisops.cluster import (
     NodeView,
     count_slots,
     even_slot_ranges,
+    expand,
     format_ranges,
+    merge_ranges,
     parse_cluster_nodes,
     parse_info,
     replica_signature,
@@ -92,6 +94,7 @@ class Observation:
     error: str | None = None
     dbsize: int = 0
     link_status: str | None = None  # master_link_status when the node is a replica
+    loading: bool = False  # answering LOADING: busy with an RDB (a replica's first sync)
 
     @property
     def reachable(self) -> bool:
@@ -111,6 +114,9 @@ class ReconcileOptions:
 
     acl_text: str | None = None
     write_acl: Callable[[Endpoint, str], None] | None = None
+    # A restore forms the cluster over nodes that already hold a backup's shards: the
+    # slots each shard must serve (in plan_layout's shard order), data allowed.
+    shard_slots: Sequence[Sequence[tuple[int, int]]] | None = None
     reload_tls: bool = False
     admin: Credentials | None = None
     dry_run: bool = False
@@ -184,6 +190,9 @@ class Reconciler:
                         f"reconcile needs ({exc}); use the operator role"
                     ) from exc
                 obs.error = str(exc)
+            except redis.BusyLoadingError as exc:
+                obs.error = f"loading its dataset ({exc})"
+                obs.loading = True
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 obs.error = str(exc) or type(exc).__name__
                 self._clients.pop(node.endpoint, None)
@@ -223,7 +232,13 @@ class Reconciler:
             # ACLs first: the operator's own rights may be what a change needs.
             self._sync_acl(observations)
             reachable = [o for o in observations if o.reachable]
-            if reachable and all(o.view and o.view.is_alone for o in reachable):
+            # A restore's nodes claimed the slots of their keys at load: still unformed.
+            unformed = (
+                (lambda v: len(v.nodes) == 1)
+                if self.options.shard_slots is not None
+                else (lambda v: v.is_alone)
+            )
+            if reachable and all(o.view and unformed(o.view) for o in reachable):
                 if len(reachable) < len(observations):
                     self._report_unreachable(observations)
                     self.findings.append(
@@ -271,7 +286,8 @@ class Reconciler:
 
     def _form(self, observations: Sequence[Observation]) -> None:
         with_data = [o for o in observations if o.dbsize]
-        if with_data:
+        slot_plan = self.options.shard_slots
+        if with_data and slot_plan is None:
             self.findings.append(
                 Finding(
                     code="refuse_form_with_data",
@@ -289,13 +305,27 @@ class Reconciler:
         self.options.progress(
             f"forming a cluster of {self.desired.shards} shards x {1 + self.desired.replicas} nodes"
         )
-        for epoch, (shard, (lo, hi)) in enumerate(
-            zip(layout, even_slot_ranges(self.desired.shards), strict=True), start=1
-        ):
+        plan = (
+            [list(ranges) for ranges in slot_plan]
+            if slot_plan is not None
+            else [[r] for r in even_slot_ranges(self.desired.shards)]
+        )
+        if len(plan) != len(layout):
+            raise ConfigError(
+                f"{len(plan)} shards of slots for {len(layout)} primaries; the shard counts "
+                "must match"
+            )
+        owned = {o.desired.endpoint: expand(o.view.myself.slots) for o in observations if o.view}
+        for epoch, (shard, ranges) in enumerate(zip(layout, plan, strict=True), start=1):
             ep = shard.primary.endpoint
-            if self._act("assign_slots", f"assign slots {lo}-{hi} to {ep}", ep):
+            # A node that loaded keys already serves their slots; add the rest.
+            missing = merge_ranges(expand(ranges) - owned.get(ep, set()))
+            text = format_ranges(ranges)
+            if self._act("assign_slots", f"assign slots {text} to {ep}", ep):
                 client = self._client(ep)
-                client.execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)
+                if missing:
+                    bounds = [b for lo, hi in missing for b in (lo, hi)]
+                    client.execute_command("CLUSTER", "ADDSLOTSRANGE", *bounds)
                 client.execute_command("CLUSTER", "SET-CONFIG-EPOCH", epoch)
         first = layout[0].primary.endpoint
         for node in self.desired.nodes:
@@ -647,6 +677,8 @@ class Reconciler:
 
     def _wait_converged(self) -> list[Observation]:
         def converged(observations: list[Observation]) -> bool:
+            if any(o.loading for o in observations):
+                return False  # a replica loading its first sync comes back by itself
             views = [o.view for o in observations if o.view is not None]
             if len(views) < len(observations):
                 return True  # unreachable nodes are reported by assess, not waited for

@@ -42,6 +42,34 @@ def redis_cli_path() -> str:
     return path
 
 
+def _argv(args: Sequence[str], tls: TlsClient, credentials: Credentials) -> list[str]:
+    return [
+        redis_cli_path(),
+        *tls.redis_cli_args(),
+        "--user",
+        credentials.username,
+        "--no-auth-warning",
+        *args,
+    ]
+
+
+def _env(credentials: Credentials) -> dict[str, str]:
+    env = dict(os.environ)
+    env["REDISCLI_AUTH"] = credentials.password.get_secret_value()
+    return env
+
+
+def popen(args: Sequence[str], tls: TlsClient, credentials: Credentials) -> subprocess.Popen[bytes]:
+    """Start redis-cli with binary stdout/stderr pipes (e.g. `--rdb -` to stream a dump)."""
+    return subprocess.Popen(
+        _argv(args, tls, credentials),
+        env=_env(credentials),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
 def run(
     args: Sequence[str],
     tls: TlsClient,
@@ -50,20 +78,10 @@ def run(
     timeout: float = 120.0,
 ) -> CliResult:
     """Run `redis-cli <tls> --user <name> <args>` and capture its output."""
-    argv = [
-        redis_cli_path(),
-        *tls.redis_cli_args(),
-        "--user",
-        credentials.username,
-        "--no-auth-warning",
-        *args,
-    ]
-    env = dict(os.environ)
-    env["REDISCLI_AUTH"] = credentials.password.get_secret_value()
     try:
         proc = subprocess.run(
-            argv,
-            env=env,
+            _argv(args, tls, credentials),
+            env=_env(credentials),
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -12,7 +12,14 @@ from smoke_tests.sse_client import Subscription
 from smoke_tests.targets import Target, TargetError, load_target
 
 # Checks run in this order: read-only ones first, disruptive ones last.
-MODULE_ORDER = ("test_health", "test_tls", "test_acl", "test_failover", "test_streams")
+MODULE_ORDER = (
+    "test_health",
+    "test_tls",
+    "test_acl",
+    "test_backups",
+    "test_failover",
+    "test_streams",
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

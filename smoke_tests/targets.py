@@ -39,6 +39,14 @@ class SseProxy:
     secret_file: str | None = None
 
 
+@dataclass(frozen=True)
+class Backups:
+    """Where the target's backups go and how old the newest may be."""
+
+    location: str
+    max_age_s: float
+
+
 class Target(ABC):
     """What the smoke checks need to know about a deployment."""
 
@@ -52,6 +60,8 @@ class Target(ABC):
     can_disrupt: bool
     #: the SSE proxy, when the target runs one
     sse: SseProxy | None = None
+    #: backups, when the target is expected to have them
+    backups: Backups | None = None
 
     @abstractmethod
     def nodes(self) -> list[TargetNode]:
@@ -102,6 +112,9 @@ class LocalTarget(Target):
         proxy = status.get("sse_proxy") or {}
         if proxy.get("enabled") and proxy.get("token"):
             self.sse = SseProxy(proxy["url"], proxy["token"], proxy.get("jwt_secret_file"))
+        backups = status.get("backups") or {}
+        if backups.get("max_age_s") is not None:
+            self.backups = Backups(backups["location"], float(backups["max_age_s"]))
 
     @classmethod
     def load(cls, state_dir: Path) -> LocalTarget:

@@ -74,6 +74,19 @@ def exited(pid: int) -> bool:
     return state in ("Z", "X")
 
 
+def free_base_port(host: str, count: int, bus_offset: int = 10000) -> int:
+    """A base port with `count` free ports from it, and free bus ports above them."""
+    import random
+
+    rng = random.Random()
+    for _ in range(500):
+        base = rng.randrange(20000, 29000, 10)
+        ports = [base + i for i in range(count)]
+        if not any(_port_in_use(host, p) or _port_in_use(host, p + bus_offset) for p in ports):
+            return base
+    raise OperationError(f"no {count} free ports (and bus ports) found on {host}")
+
+
 def port_in_use(host: str, port: int, wait: float = 0.0) -> bool:
     """Whether `port` cannot be bound; with `wait`, give a just-killed process time."""
     deadline = time.monotonic() + wait
@@ -96,12 +109,22 @@ def _port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def start(conf: Path, pidfile: Path, logfile: Path, port: int, timeout: float = 10.0) -> int:
-    """Start a daemonized redis-server and return its PID once it has written it."""
+def start(
+    conf: Path,
+    pidfile: Path,
+    logfile: Path,
+    port: int,
+    timeout: float = 10.0,
+    extra: tuple[str, ...] = (),
+) -> int:
+    """Start a daemonized redis-server and return its PID once it has written it.
+
+    `extra` arguments override the config file (e.g. `--appendonly no` to load an RDB).
+    """
     pidfile.unlink(missing_ok=True)  # a stale file would be mistaken for success
     log_offset = logfile.stat().st_size if logfile.exists() else 0
     proc = subprocess.run(
-        [redis_server_path(), str(conf)],
+        [redis_server_path(), str(conf), *extra],
         capture_output=True,
         text=True,
         timeout=timeout,

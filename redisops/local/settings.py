@@ -34,6 +34,8 @@ class TwinSettings(BaseModel):
     maxmemory: str = "256mb"
     sse_proxy: bool = True
     proxy_port: int = 8700
+    # When set, backups are expected (the smoke suite checks the newest is younger).
+    backup_max_age_s: int | None = None
 
     @field_validator("shards")
     @classmethod

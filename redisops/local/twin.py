@@ -184,7 +184,7 @@ class Twin:
                 self.layout.conf(port), self.layout.pidfile(port), self.layout.logfile(port), port
             )
             self.progress(f"started redis-server :{port} (pid {pid})")
-        self._wait_responding(settings)
+        self.wait_responding(settings)
         if to_start:
             self._wait_settled(settings)
         report = reconcile(
@@ -216,7 +216,7 @@ class Twin:
         pid = self.proxy.start(settings)
         self.progress(f"SSE proxy ready at {self.proxy.url(settings)} (pid {pid})")
 
-    def _wait_responding(self, settings: TwinSettings, timeout: float = 15.0) -> None:
+    def wait_responding(self, settings: TwinSettings, timeout: float = 15.0) -> None:
         creds = self.credentials(acl.MONITORING)
         tls = self.client_tls(acl.MONITORING)
         deadline = time.monotonic() + timeout
@@ -398,6 +398,10 @@ class Twin:
             },
             "streams": list(settings.streams),
             "sse_proxy": self.proxy.status(settings),
+            "backups": {
+                "location": f"file://{self.layout.root / 'backups'}",
+                "max_age_s": settings.backup_max_age_s,
+            },
         }
 
 

@@ -45,6 +45,14 @@ def smoke(twin: Twin, *args: str) -> tuple[int, dict[str, Any], str]:
 
 
 def test_smoke_suite_passes_on_the_twin_and_reports_every_number(session_twin: Twin) -> None:
+    # Backups expected at most an hour old, and one taken: the backup check runs too.
+    session_twin.up(backup_max_age_s=3600)
+    created = subprocess.run(
+        [*REDISOPS, "backup", "create", "--target", "local",
+         "--state-dir", str(session_twin.layout.root)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
     code, report, stderr = smoke(session_twin, "--report-dir", str(REPORTS))
     failed = [t for t in report["tests"] if t["outcome"] in ("failed", "error")]
     assert code == 0, f"{failed}\n{stderr[-2000:]}"
@@ -57,6 +65,8 @@ def test_smoke_suite_passes_on_the_twin_and_reports_every_number(session_twin: T
         "hard_failover_unavailability",
         "hard_failover_time_to_redundancy",
         "cert_days_left_min",
+        "backup_age",
+        "sse_roundtrip_latency",
     ):
         assert name in numbers, name
     print(json.dumps(numbers, indent=1))

@@ -1,0 +1,1 @@
+"""Backups: RDB snapshots with manifests, verification, restore into any topology."""

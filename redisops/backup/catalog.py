@@ -1,0 +1,231 @@
+"""What a backup location holds: list, verify, prune, freshness."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from redisops.backup.manifest import BACKUP_ID, LATEST, MANIFEST, Manifest
+from redisops.backup.rdb import StreamInspector
+from redisops.backup.storage import CHUNK, FileStorage, Storage
+from redisops.errors import ConfigError, OperationError
+
+
+@dataclass
+class BackupEntry:
+    id: str
+    manifest: Manifest | None
+    objects: dict[str, int]
+    problem: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.manifest is not None
+
+
+def list_backups(storage: Storage) -> list[BackupEntry]:
+    """Every backup directory, oldest first; complete only with a readable manifest."""
+    entries = []
+    for name in storage.children():
+        if not BACKUP_ID.match(name):
+            continue
+        objects = storage.objects(name)
+        manifest: Manifest | None = None
+        problem = None
+        if MANIFEST in objects:
+            try:
+                manifest = Manifest.model_validate_json(storage.read_text(f"{name}/{MANIFEST}"))
+            except (ValidationError, ValueError) as exc:
+                problem = f"unreadable manifest: {str(exc).splitlines()[0]}"
+        else:
+            problem = "no manifest: interrupted or in progress"
+        entries.append(BackupEntry(name, manifest, objects, problem))
+    return entries
+
+
+def resolve(storage: Storage, backup: str) -> Manifest:
+    """A complete backup by id, or 'latest'."""
+    if backup != "latest" and not BACKUP_ID.match(backup):
+        raise ConfigError(f"backup {backup!r}: not a backup id (like 20261126T013000Z) or 'latest'")
+    complete = [e for e in list_backups(storage) if e.manifest is not None]
+    if backup == "latest":
+        if not complete:
+            raise OperationError(f"{storage.url}: no complete backup to restore")
+        manifest = complete[-1].manifest
+        assert manifest is not None
+        return manifest
+    for entry in list_backups(storage):
+        if entry.id == backup:
+            if entry.manifest is None:
+                raise OperationError(
+                    f"backup {backup} in {storage.url} is incomplete ({entry.problem}); "
+                    "choose a complete one (`redisops backup list`)"
+                )
+            return entry.manifest
+    raise OperationError(
+        f"backup {backup} not found in {storage.url}; `redisops backup list` shows what is there"
+    )
+
+
+@dataclass
+class ShardCheck:
+    shard: int
+    object: str
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+    keys_read: int | None = None
+
+
+def fetch_verified(storage: Storage, manifest: Manifest, shard: int, target: Path) -> ShardCheck:
+    """Download one shard's RDB to `target`, checking size and SHA-256 on the way."""
+    entry = manifest.shards[shard]
+    check = ShardCheck(shard, entry.object, True)
+    inspector = StreamInspector()
+    with storage.reader(f"{manifest.id}/{entry.object}") as source, target.open("wb") as sink:
+        while True:
+            chunk = source.read(CHUNK)
+            if not chunk:
+                break
+            inspector.feed(chunk)
+            sink.write(chunk)
+    if inspector.size != entry.size:
+        check.problems.append(f"size {inspector.size} bytes, the manifest says {entry.size}")
+    if inspector.hexdigest != entry.sha256:
+        check.problems.append("SHA-256 differs from the manifest: the object is corrupt")
+    check.ok = not check.problems
+    return check
+
+
+def check_rdb(path: Path) -> tuple[bool, int | None, str]:
+    """`redis-check-rdb`: (ok, keys read, last line of its report)."""
+    proc = subprocess.run(
+        ["redis-check-rdb", str(path)], capture_output=True, text=True, timeout=600, check=False
+    )
+    output = proc.stdout + proc.stderr
+    match = re.search(r"(\d+) keys read", output)
+    keys = int(match.group(1)) if match else None
+    lines = [line for line in output.splitlines() if line.strip()]
+    return proc.returncode == 0 and "RDB looks OK" in output, keys, lines[-1] if lines else ""
+
+
+def verify(storage: Storage, manifest: Manifest) -> list[ShardCheck]:
+    """Every shard: size, SHA-256, redis-check-rdb, and its key count against the manifest."""
+    checks = []
+    with tempfile.TemporaryDirectory(prefix="redisops-verify-") as tmp:
+        for entry in manifest.shards:
+            path = Path(tmp) / entry.object
+            check = fetch_verified(storage, manifest, entry.shard, path)
+            if check.ok:
+                ok, keys, last = check_rdb(path)
+                check.keys_read = keys
+                if not ok:
+                    check.problems.append(f"redis-check-rdb: {last}")
+                elif keys is not None and entry.keys >= 0 and keys != entry.keys:
+                    check.problems.append(f"{keys} keys read, the manifest says {entry.keys}")
+                check.ok = not check.problems
+            path.unlink(missing_ok=True)
+            checks.append(check)
+    return checks
+
+
+@dataclass
+class Freshness:
+    location: str
+    latest: Manifest | None
+    max_age_s: float | None
+    now: dt.datetime
+
+    @property
+    def age_s(self) -> float | None:
+        return None if self.latest is None else self.latest.age_s(self.now)
+
+    @property
+    def fresh(self) -> bool:
+        if self.latest is None:
+            return False
+        return self.max_age_s is None or (self.age_s or 0) <= self.max_age_s
+
+    def prometheus(self) -> str:
+        label = f'location="{self.location}"'
+        lines = [
+            "# HELP redis_backup_last_success_timestamp_seconds Completion time of the newest "
+            "complete backup.",
+            "# TYPE redis_backup_last_success_timestamp_seconds gauge",
+        ]
+        stamp = self.latest.completed_at.timestamp() if self.latest else 0
+        lines.append(f"redis_backup_last_success_timestamp_seconds{{{label}}} {stamp:.3f}")
+        lines += [
+            "# HELP redis_backup_fresh 1 when the newest complete backup is younger than the "
+            "allowed age.",
+            "# TYPE redis_backup_fresh gauge",
+            f"redis_backup_fresh{{{label}}} {1 if self.fresh else 0}",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def freshness(storage: Storage, max_age_s: float | None) -> Freshness:
+    """The newest complete backup and whether it is young enough."""
+    complete = [e.manifest for e in list_backups(storage) if e.manifest is not None]
+    latest = complete[-1] if complete else None
+    if latest is None and storage.exists(LATEST):
+        latest = None  # latest.json without a manifest behind it is not trusted
+    return Freshness(storage.url, latest, max_age_s, dt.datetime.now(dt.UTC))
+
+
+@dataclass
+class PrunePlan:
+    keep: list[str]
+    delete: list[str]
+
+
+def prune(
+    storage: Storage,
+    keep_last: int,
+    keep_days: float,
+    *,
+    dry_run: bool = False,
+    now: dt.datetime | None = None,
+) -> PrunePlan:
+    """Delete complete backups beyond the newest `keep_last` that are older than
+    `keep_days`, and incomplete ones older than `keep_days` (filesystem only)."""
+    if not isinstance(storage, FileStorage):
+        raise ConfigError(
+            f"{storage.url}: prune works on file:// locations; GCS backups expire by the "
+            "bucket's lifecycle rule (set by the Pulumi program)"
+        )
+    if keep_last < 1:
+        raise ConfigError("--keep-last must be at least 1: prune never deletes every backup")
+    if keep_days < 0:
+        raise ConfigError("--keep-days must be 0 or more")
+    now = now or dt.datetime.now(dt.UTC)
+    cutoff = now - dt.timedelta(days=keep_days)
+    entries = list_backups(storage)
+    complete = [e for e in entries if e.manifest is not None]
+    newest = {e.id for e in complete[-keep_last:]}
+    plan = PrunePlan([], [])
+    for entry in entries:
+        if entry.manifest is not None:
+            old = entry.manifest.completed_at < cutoff
+            (plan.delete if entry.id not in newest and old else plan.keep).append(entry.id)
+        else:
+            started = _id_time(entry.id)
+            old = started is not None and started < cutoff
+            newest_dir = entry.id == entries[-1].id
+            (plan.delete if old and not newest_dir else plan.keep).append(entry.id)
+    if not dry_run:
+        for backup_id in plan.delete:
+            storage.remove(backup_id)
+    return plan
+
+
+def _id_time(backup_id: str) -> dt.datetime | None:
+    try:
+        return dt.datetime.strptime(backup_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None

@@ -1,0 +1,115 @@
+"""What the `redisops` commands share: output, options, and how to reach a cluster."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from redisops.client import Credentials, Endpoint, TlsClient
+from redisops.errors import ConfigError
+from redisops.local.settings import DEFAULT_STATE_DIR, HOST
+from redisops.local.twin import Twin
+
+out = Console()
+err = Console(stderr=True)
+logger = logging.getLogger("redisops")
+
+StateDir = Annotated[
+    Path,
+    typer.Option(
+        "--state-dir",
+        envvar="REDISOPS_STATE_DIR",
+        help="Where the twin keeps data, config, certificates and credentials.",
+    ),
+]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON only (for scripts).")]
+TargetOpt = Annotated[
+    str | None, typer.Option("--target", help="'local' for the twin; else give --node etc.")
+]
+NodeOpt = Annotated[
+    list[str] | None,
+    typer.Option("--node", help="host:port of a cluster node (repeat); with --ca etc."),
+]
+CaOpt = Annotated[Path | None, typer.Option("--ca", help="CA certificate (PEM).")]
+CertOpt = Annotated[Path | None, typer.Option("--cert", help="Client certificate (PEM).")]
+KeyOpt = Annotated[Path | None, typer.Option("--key", help="Client key (PEM).")]
+UserOpt = Annotated[str | None, typer.Option("--user", help="Redis user (default: the role).")]
+PasswordFileOpt = Annotated[
+    Path | None, typer.Option("--password-file", help="File holding the user's password.")
+]
+
+DEFAULT_STATE = DEFAULT_STATE_DIR
+
+
+def emit(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def show_progress(json_out: bool) -> bool:
+    """Progress bars only for people: on a terminal and without --json."""
+    return not json_out and out.is_terminal
+
+
+@dataclass
+class Access:
+    """How to reach a cluster as one role."""
+
+    endpoints: list[Endpoint]
+    tls: TlsClient
+    credentials: Credentials
+    twin: Twin | None = None
+
+
+def cluster_access(
+    role: str,
+    *,
+    target: str | None,
+    state_dir: Path,
+    nodes: list[str] | None,
+    ca: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    user: str | None,
+    password_file: Path | None,
+) -> Access:
+    """`--target local` (the twin) or explicit `--node/--ca/--cert/--key/--password-file`."""
+    if target == "local":
+        twin = Twin(state_dir)
+        settings = twin.settings()
+        return Access(
+            [Endpoint(host=HOST, port=p) for p in settings.ports],
+            twin.client_tls(role),
+            twin.credentials(role),
+            twin,
+        )
+    if target is not None:
+        raise ConfigError(f"--target {target!r}: only 'local' is known; or give --node etc.")
+    missing = [
+        name
+        for name, value in (("--node", nodes), ("--ca", ca), ("--password-file", password_file))
+        if not value
+    ]
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} required (or use --target local)")
+    if nodes is None or ca is None or password_file is None:  # for the type checker
+        raise ConfigError("--node, --ca and --password-file are required")
+    return Access(
+        [Endpoint.parse(n) for n in nodes],
+        TlsClient(
+            ca_file=str(ca),
+            cert_file=str(cert) if cert else None,
+            key_file=str(key) if key else None,
+        ),
+        Credentials.from_file(user or role, password_file),
+    )
+
+
+def local_backup_location(state_dir: Path) -> str:
+    return f"file://{(state_dir / 'backups').absolute()}"
