@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 REPORTS ?= reports
 
-.PHONY: help venv redis-server browser up down status smoke lint unit integration test bench bench-sse bench-backup lock clean
+.PHONY: help venv redis-server browser up down status smoke lint unit chart integration test bench bench-sse bench-backup lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -60,10 +60,13 @@ lint: venv ## ruff (lint + format check) and mypy
 unit: venv ## pure-logic tests
 	$(BIN)/pytest tests/unit -q
 
+chart: venv ## the Helm chart with the real Helm engine: lint, schema, renders, Kubernetes schemas
+	$(BIN)/pytest tests/chart -q
+
 integration: venv redis-server browser ## real redis-server processes, the SSE proxy, a browser, the smoke suite
 	$(BIN)/pytest tests/integration -q
 
-test: lint unit integration ## everything CI runs
+test: lint unit chart integration ## everything CI runs
 
 bench: venv redis-server ## cold start and failover numbers, 5 runs each (not part of test)
 	$(BIN)/python bench/twin_bench.py --runs 5

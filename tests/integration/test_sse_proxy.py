@@ -594,3 +594,27 @@ def test_readiness_fails_while_redis_is_unreachable(session_twin: Twin, tmp_path
         from tests.integration.proxies import stop
 
         stop(proc)
+
+
+def test_the_helm_test_round_trip_check_passes_and_fails_as_it_should(
+    proxy: ProxyProcess, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    token = tmp_path / "token"
+
+    def run_check() -> tuple[int, dict[str, Any]]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "smoke_tests.sse_check", "--url", proxy.url,
+             "--token-file", str(token), "--timeout", "5"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        return proc.returncode, json.loads(proc.stdout)
+
+    token.write_text(proxy.token(streams=("smoke:sse:*",), publish=("smoke:sse:*",)))
+    code, result = run_check()
+    assert (code, result["ok"]) == (0, True), result
+    token.write_text(proxy.token(streams=("smoke:sse:*",), publish=()))
+    code, result = run_check()
+    assert code == 1 and "publish answered 403" in result["detail"]
