@@ -12,14 +12,14 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 REPORTS ?= reports
 
-.PHONY: help venv redis-server browser up down status smoke lint unit chart integration test bench bench-sse bench-backup lock clean
+.PHONY: help venv redis-server browser up down status smoke lint unit chart infra integration test bench bench-sse bench-backup lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,infra]'
 	@touch $(STAMP)
 
 venv: $(STAMP) ## create .venv and install the project (pinned by constraints.txt)
@@ -63,10 +63,13 @@ unit: venv ## pure-logic tests
 chart: venv ## the Helm chart with the real Helm engine: lint, schema, renders, Kubernetes schemas
 	$(BIN)/pytest tests/chart -q
 
+infra: venv ## the Pulumi program under the mock runtime: the recorded plan of dev and prod
+	$(BIN)/pytest tests/infra -q
+
 integration: venv redis-server browser ## real redis-server processes, the SSE proxy, a browser, the smoke suite
 	$(BIN)/pytest tests/integration -q
 
-test: lint unit chart integration ## everything CI runs
+test: lint unit chart infra integration ## everything CI runs
 
 bench: venv redis-server ## cold start and failover numbers, 5 runs each (not part of test)
 	$(BIN)/python bench/twin_bench.py --runs 5
@@ -79,7 +82,7 @@ bench-backup: venv redis-server ## backup and restore of ~1 GB: MB/s, keys/s, RT
 
 lock: ## refresh constraints.txt from a clean resolve of pyproject.toml
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/pip install --quiet -e '.[dev]'
+	.lock-venv/bin/pip install --quiet -e '.[dev,infra]'
 	.lock-venv/bin/pip freeze --exclude-editable | grep -v '^redis-platform' > constraints.txt
 	rm -rf .lock-venv
 

@@ -15,7 +15,8 @@ import redis
 import typer
 from rich.table import Table
 
-from redisops import acl, log
+from redisops import acl, kube, log
+from redisops import node as node_start
 from redisops.cli_backup import backup_app, drill_app, restore_cmd
 from redisops.cli_common import DEFAULT_STATE as DEFAULT_STATE_DIR
 from redisops.cli_common import JsonOut, StateDir, err, logger, out
@@ -247,6 +248,25 @@ def reconcile_cmd(
     admin_password_file: Annotated[
         Path | None, typer.Option(help="admin's password file (needed by --reload-tls).")
     ] = None,
+    expect_node_cert: Annotated[
+        Path | None,
+        typer.Option(help="With --reload-tls: wait until every node serves this certificate."),
+    ] = None,
+    replication_password_file: Annotated[
+        Path | None,
+        typer.Option(help="With --reload-tls: also set masteruser/masterauth on every node."),
+    ] = None,
+    zones_from_kubernetes: Annotated[
+        bool,
+        typer.Option(
+            "--zones-from-kubernetes",
+            help="Read each pod's zone from the Kubernetes API (inside a pod).",
+        ),
+    ] = False,
+    settle: Annotated[
+        float,
+        typer.Option(help="Seconds to retry nodes whose mounted ACL/certificate files lag."),
+    ] = 0.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report, change nothing.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for convergence.")] = 60.0,
     state_dir: StateDir = DEFAULT_STATE_DIR,
@@ -254,7 +274,11 @@ def reconcile_cmd(
 ) -> None:
     """Form, heal or scale the cluster, load ACLs, reload TLS; report drift as findings."""
     options = ReconcileOptions(
-        reload_tls=reload_tls, dry_run=dry_run, timeout_s=timeout, progress=logger.info
+        reload_tls=reload_tls,
+        dry_run=dry_run,
+        timeout_s=timeout,
+        mount_settle_s=settle,
+        progress=logger.info,
     )
     if target == "local":
         twin = Twin(state_dir)
@@ -284,10 +308,16 @@ def reconcile_cmd(
             raise ConfigError(f"reconcile: {', '.join(missing)} required (or use --target local)")
         if node is None or shards is None or replicas is None or password_file is None:
             raise ConfigError("reconcile: --node, --shards, --replicas, --password-file needed")
+        nodes = [_parse_node(n) for n in node]
+        if zones_from_kubernetes:
+            zones = kube.in_cluster_zones([n.endpoint.host for n in nodes])
+            nodes = [
+                n if n.zone else DesiredNode(endpoint=n.endpoint, zone=zones[n.endpoint.host])
+                for n in nodes
+            ]
+            logger.info("zones: %s", ", ".join(f"{h}={z}" for h, z in zones.items()))
         try:
-            desired = DesiredCluster(
-                shards=shards, replicas=replicas, nodes=tuple(_parse_node(n) for n in node)
-            )
+            desired = DesiredCluster(shards=shards, replicas=replicas, nodes=tuple(nodes))
         except ValueError as exc:
             raise ConfigError(f"reconcile: {_first_error(exc)}") from exc
         tls = TlsClient(
@@ -303,6 +333,13 @@ def reconcile_cmd(
                 raise ConfigError(f"--acl-file {acl_file}: {exc.strerror}") from exc
         if admin_password_file is not None:
             options.admin = Credentials.from_file(acl.ADMIN, admin_password_file)
+        if replication_password_file is not None:
+            options.replication = Credentials.from_file(acl.REPLICATION, replication_password_file)
+        if expect_node_cert is not None:
+            try:
+                options.expected_cert_pem = expect_node_cert.read_text()
+            except OSError as exc:
+                raise ConfigError(f"--expect-node-cert {expect_node_cert}: {exc.strerror}") from exc
     report = reconcile(desired, tls, creds, options)
     if json_out:
         emit(_report_json(report))
@@ -325,7 +362,13 @@ def _first_error(exc: ValueError) -> str:
 
 @app.command("smoke")
 def smoke_cmd(
-    target: Annotated[str, typer.Option(help="Where to run: local (the twin).")] = "local",
+    target: Annotated[
+        str, typer.Option(help="Where to run: local (the twin) or kubernetes (--target-file).")
+    ] = "local",
+    target_file: Annotated[
+        Path | None,
+        typer.Option(help="kubernetes: the target file (the smoke Job mounts it)."),
+    ] = None,
     report_dir: Annotated[
         Path, typer.Option(help="Where the JUnit XML and the JSON report go.")
     ] = Path("reports"),
@@ -340,20 +383,28 @@ def smoke_cmd(
 ) -> None:
     """Run the post-rollout smoke suite against a target; exit 1 on any failure."""
     from smoke_tests import runner  # imported late: pulls in pytest
+    from smoke_tests.targets import TargetError, load_target
 
-    if target != "local":
-        raise ConfigError(f"--target {target!r}: only 'local' is available so far")
-    if not (state_dir / "state.json").exists():
-        raise ConfigError(
-            f"no local twin in {state_dir}; start one with `make up` or `redisops local up`"
-        )
+    if target == "local":
+        if not (state_dir / "state.json").exists():
+            raise ConfigError(
+                f"no local twin in {state_dir}; start one with `make up` or `redisops local up`"
+            )
+    elif target == "kubernetes":
+        try:  # fail here, with the reason, rather than inside pytest
+            load_target(target, None, target_file)
+        except TargetError as exc:
+            raise ConfigError(f"--target kubernetes: {exc}") from exc
+    else:
+        raise ConfigError(f"--target {target!r}: use local (the twin) or kubernetes")
     report = runner.run(
         target,
-        state_dir,
+        state_dir if target == "local" else None,
         report_dir,
         no_disruption=no_disruption,
         select=select,
         quiet_stdout=json_out,
+        target_file=target_file,
     )
     if json_out:
         emit(report)
@@ -388,6 +439,34 @@ def _print_smoke(report: dict[str, Any]) -> None:
         f"{counts['error']} errors, {counts['skipped']} skipped[/{colour}] — "
         f"JUnit: {report['junit_xml']}"
     )
+
+
+# ---- node (the Redis pod's start step) ----------------------------------------------
+
+node_app = typer.Typer(help="Steps a Redis pod runs on itself (its init container).")
+app.add_typer(node_app, name="node")
+
+
+@node_app.command("prepare")
+def node_prepare(
+    data_dir: Annotated[Path, typer.Option(help="The node's data directory (holds nodes.conf).")],
+    my_ip: Annotated[
+        str | None, typer.Option(help="This pod's IP (Downward API status.podIP).")
+    ] = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Point nodes.conf at the peers' current IPs, resolved from their pod DNS names."""
+    if not data_dir.is_dir():
+        raise ConfigError(f"--data-dir {data_dir}: not a directory; mount the node's volume")
+    changes = node_start.prepare(data_dir, my_ip)
+    if json_out:
+        emit({"data_dir": str(data_dir), "changes": [vars(c) for c in changes]})
+        return
+    if not changes:
+        out.print("nodes.conf: nothing to refresh")
+    for change in changes:
+        who = "myself" if change.myself else change.hostname
+        out.print(f"{change.node_id[:8]} {who}: {change.old_ip} -> {change.new_ip}")
 
 
 # ---- entry point ------------------------------------------------------------------

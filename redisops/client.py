@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from redis.cluster import ClusterNode as RedisPyClusterNode
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-from redisops.errors import ConfigError
+from redisops.errors import ConfigError, OperationError
 
 
 class Endpoint(BaseModel):
@@ -131,3 +133,19 @@ def connect_cluster(
         driver_info=None,
         **tls.redis_kwargs(),
     )
+
+
+def served_certificate(endpoint: Endpoint, tls: TlsClient, *, timeout: float = 3.0) -> bytes:
+    """The certificate `endpoint` presents now (DER): proves a reload took effect."""
+    context = ssl.create_default_context(cafile=tls.ca_file)
+    context.check_hostname = False  # we compare the certificate itself, byte for byte
+    if tls.cert_file and tls.key_file:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    with (
+        socket.create_connection((endpoint.host, endpoint.port), timeout=timeout) as raw,
+        context.wrap_socket(raw, server_hostname=endpoint.host) as conn,
+    ):
+        der = conn.getpeercert(binary_form=True)
+    if der is None:
+        raise OperationError(f"{endpoint} presented no certificate")
+    return der

@@ -74,6 +74,12 @@ class NodeSpec(BaseModel):
         description="stable DNS name announced to clients and peers (pod DNS name on GKE)",
     )
     announce_ip: str | None = None
+    preferred_endpoint_type: Literal["ip", "hostname"] | None = Field(
+        default=None,
+        description="what redirects and CLUSTER SLOTS name nodes by; default hostname when "
+        "announce_hostname is set. GKE sets hostname and passes the pod's own name on the "
+        "command line (one ConfigMap serves every pod).",
+    )
     maxmemory: str = Field(default="0", pattern=r"^\d+(b|k|kb|m|mb|g|gb)?$")
     maxmemory_policy: MaxmemoryPolicy = "noeviction"
     appendfsync: Literal["always", "everysec", "no"] = "everysec"
@@ -145,10 +151,10 @@ def render_redis_conf(spec: NodeSpec) -> str:
         "cluster-migration-barrier 1",
     ]
     if spec.announce_hostname:
-        lines += [
-            f"cluster-announce-hostname {spec.announce_hostname}",
-            "cluster-preferred-endpoint-type hostname",
-        ]
+        lines.append(f"cluster-announce-hostname {spec.announce_hostname}")
+    endpoint_type = spec.preferred_endpoint_type or ("hostname" if spec.announce_hostname else None)
+    if endpoint_type:
+        lines.append(f"cluster-preferred-endpoint-type {endpoint_type}")
     if spec.announce_ip:
         lines.append(f"cluster-announce-ip {spec.announce_ip}")
     lines += [

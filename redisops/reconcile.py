@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from pydantic import BaseModel
 
 from redisops import rediscli
 from redisops.acl import diff_acl
-from redisops.client import Credentials, Endpoint, TlsClient, connect
+from redisops.client import Credentials, Endpoint, TlsClient, connect, served_certificate
 from redisops.cluster import (
     NodeView,
     count_slots,
@@ -114,6 +115,13 @@ class ReconcileOptions:
 
     acl_text: str | None = None
     write_acl: Callable[[Endpoint, str], None] | None = None
+    # Seconds to keep re-loading a node whose ACL or certificate files are still the old
+    # ones (GKE: they are mounted Secrets, updated by the kubelet up to a minute late).
+    mount_settle_s: float = 0.0
+    # The node certificate (PEM) every node must serve after the TLS reload.
+    expected_cert_pem: str | None = None
+    # The replication user's credentials, set on every node with the TLS reload.
+    replication: Credentials | None = None
     # A restore forms the cluster over nodes that already hold a backup's shards: the
     # slots each shard must serve (in plan_layout's shard order), data allowed.
     shard_slots: Sequence[Sequence[tuple[int, int]]] | None = None
@@ -609,24 +617,14 @@ class Reconciler:
                 continue
             if self.options.write_acl is not None:
                 self.options.write_acl(ep, text)
-            try:
-                client.execute_command("ACL", "LOAD")
-            except redis.ResponseError as exc:
-                self.findings.append(
-                    Finding(
-                        code="acl_load_failed",
-                        severity="error",
-                        node=str(ep),
-                        message=f"ACL LOAD refused the file: {exc}",
-                        fix="render the ACL file again with redisops.acl; the node kept its "
-                        "previous users",
-                    )
-                )
-                continue
-            except redis.ConnectionError:
-                pass  # Redis 7.0 drops every client on ACL LOAD; reconnect below.
-            self._clients.pop(ep, None)
-            left = diff_acl(text, [str(x) for x in self._client(ep).execute_command("ACL", "LIST")])
+            settle_until = time.monotonic() + self.options.mount_settle_s
+            while True:
+                left = self._acl_load(ep, text)
+                if not left or time.monotonic() >= settle_until:
+                    break
+                # A mounted Secret reaches the pod up to a minute after it changed.
+                self.options.progress(f"{ep}: ACL file not updated yet ({left[0]}); retrying")
+                time.sleep(2.0)
             if left:
                 self.findings.append(
                     Finding(
@@ -639,41 +637,102 @@ class Reconciler:
                     )
                 )
 
+    def _acl_load(self, ep: Endpoint, text: str) -> list[str]:
+        """ACL LOAD on `ep`; what still differs afterwards ([] also when Redis refused the
+        file, which is reported as its own finding)."""
+        try:
+            self._client(ep).execute_command("ACL", "LOAD")
+        except redis.ResponseError as exc:
+            self.findings.append(
+                Finding(
+                    code="acl_load_failed",
+                    severity="error",
+                    node=str(ep),
+                    message=f"ACL LOAD refused the file: {exc}",
+                    fix="render the ACL file again with redisops.acl; the node kept its "
+                    "previous users",
+                )
+            )
+            return []
+        except redis.ConnectionError:
+            pass  # Redis 7.0 drops every client on ACL LOAD; reconnect below.
+        self._clients.pop(ep, None)
+        return diff_acl(text, [str(x) for x in self._client(ep).execute_command("ACL", "LIST")])
+
     def _reload_tls(self, observations: Sequence[Observation]) -> None:
         if self.options.admin is None:
             raise ConfigError(
                 "reload TLS: needs the admin credentials (only admin may CONFIG SET); "
                 "pass --admin-password-file"
             )
+        expected = _der(self.options.expected_cert_pem) if self.options.expected_cert_pem else None
         for obs in observations:
             if not obs.reachable:
                 continue
             ep = obs.desired.endpoint
             if not self._act("reload_tls", f"reload TLS certificates on {ep}", ep):
                 continue
-            admin = connect(ep, self.tls, self.options.admin)
-            try:
-                current = admin.config_get("tls-*-file")
-                args: list[str] = []
-                for key in ("tls-cert-file", "tls-key-file", "tls-ca-cert-file"):
-                    value = current.get(key)
-                    if value:
-                        args += [key, value]
-                # Setting the same paths makes Redis re-read the files: no restart needed.
-                admin.execute_command("CONFIG", "SET", *args)
-            except redis.ResponseError as exc:
-                self.findings.append(
-                    Finding(
-                        code="tls_reload_failed",
-                        severity="error",
-                        node=str(ep),
-                        message=f"Redis refused the certificate files: {exc}",
-                        fix="check that certificate and key match and chain to the CA; "
-                        "the node keeps serving the previous certificate",
+            settle_until = time.monotonic() + self.options.mount_settle_s
+            while True:
+                if not self._config_set_tls(ep):
+                    break
+                if expected is None or served_certificate(ep, self.tls) == expected:
+                    break
+                if time.monotonic() >= settle_until:
+                    self.findings.append(
+                        Finding(
+                            code="tls_stale",
+                            severity="error",
+                            node=str(ep),
+                            message="after the reload the node still serves another "
+                            "certificate than the one deployed",
+                            fix="the node's mounted certificate Secret is not updated yet "
+                            "(up to a minute); run reconcile again",
+                        )
                     )
+                    break
+                self.options.progress(f"{ep}: certificate file not updated yet; retrying")
+                time.sleep(2.0)
+
+    def _config_set_tls(self, ep: Endpoint) -> bool:
+        """CONFIG SET the node's own TLS paths (Redis re-reads the files, no restart), and
+        masteruser/masterauth when given; False when Redis refused."""
+        assert self.options.admin is not None
+        admin = connect(ep, self.tls, self.options.admin)
+        try:
+            current = admin.config_get("tls-*-file")
+            args: list[str] = []
+            for key in ("tls-cert-file", "tls-key-file", "tls-ca-cert-file"):
+                value = current.get(key)
+                if value:
+                    args += [key, value]
+            admin.execute_command("CONFIG", "SET", *args)
+            if self.options.replication is not None:
+                # The include file is read at start only; a rotated replication password
+                # must reach the running nodes before the old one is dropped.
+                admin.execute_command(
+                    "CONFIG",
+                    "SET",
+                    "masteruser",
+                    self.options.replication.username,
+                    "masterauth",
+                    self.options.replication.password.get_secret_value(),
                 )
-            finally:
-                admin.close()
+        except redis.ResponseError as exc:
+            self.findings.append(
+                Finding(
+                    code="tls_reload_failed",
+                    severity="error",
+                    node=str(ep),
+                    message=f"Redis refused the certificate files: {exc}",
+                    fix="check that certificate and key match and chain to the CA; "
+                    "the node keeps serving the previous certificate",
+                )
+            )
+            return False
+        finally:
+            admin.close()
+        return True
 
     def _wait_converged(self) -> list[Observation]:
         def converged(observations: list[Observation]) -> bool:
@@ -691,6 +750,13 @@ class Reconciler:
 
         # If it does not converge in time, assess() says what is left: no exception.
         return self._wait("the cluster to converge", converged, must=False)
+
+
+def _der(pem: str) -> bytes:
+    try:
+        return ssl.PEM_cert_to_DER_cert(pem.strip() + "\n")
+    except ValueError as exc:
+        raise ConfigError(f"expected node certificate: not a PEM certificate ({exc})") from exc
 
 
 def _addresses_of(node: DesiredNode) -> set[str]:

@@ -27,6 +27,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--target", default="local", help="local (the twin) or kubernetes")
     group.addoption("--state-dir", default=None, help="the twin's state directory")
     group.addoption(
+        "--target-file", default=None, help="kubernetes: the target file the smoke Job mounts"
+    )
+    group.addoption(
         "--no-disruption",
         action="store_true",
         default=False,
@@ -64,9 +67,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def target(pytestconfig: pytest.Config) -> Target:
     state_dir = pytestconfig.getoption("--state-dir")
+    target_file = pytestconfig.getoption("--target-file")
     try:
         return load_target(
-            pytestconfig.getoption("--target"), Path(state_dir) if state_dir else None
+            pytestconfig.getoption("--target"),
+            Path(state_dir) if state_dir else None,
+            Path(target_file) if target_file else None,
         )
     except TargetError as exc:
         pytest.exit(f"cannot use the target: {exc}", returncode=2)

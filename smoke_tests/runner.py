@@ -63,6 +63,7 @@ def run(
     *,
     no_disruption: bool = False,
     select: str | None = None,
+    target_file: Path | None = None,
     quiet_stdout: bool = False,
 ) -> dict[str, Any]:
     """Run the suite against `target`; return the JSON report (also written to disk)."""
@@ -82,6 +83,8 @@ def run(
     ]
     if state_dir is not None:
         args.append(f"--state-dir={state_dir}")
+    if target_file is not None:
+        args.append(f"--target-file={target_file}")
     if no_disruption:
         args.append("--no-disruption")
     if select:

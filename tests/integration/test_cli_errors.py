@@ -127,7 +127,7 @@ def test_reconcile_without_target_lists_what_is_missing() -> None:
 def test_unknown_targets_are_refused(tmp_path: Path) -> None:
     proc = run("smoke", "--target", "mars", "--state-dir", str(tmp_path))
     assert proc.returncode == 2
-    assert "only 'local'" in one_error_line(proc)
+    assert "use local (the twin) or kubernetes" in one_error_line(proc)
 
 
 def test_malformed_option_values_are_usage_errors() -> None:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from redisops import acl, rediscli
-from redisops.client import connect, connect_cluster
+from redisops.client import Endpoint, connect, connect_cluster
 from redisops.cluster import SLOTS
 from redisops.local.twin import Twin
 
@@ -156,3 +156,49 @@ def test_reconcile_cli_with_explicit_nodes_as_a_kubernetes_job_would_run_it(
     wrong = cli(*[a for a in args if a != "--replicas=1"], "--replicas=2")
     assert wrong.returncode == 2
     assert "needs 9 nodes, 6 given" in wrong.stderr
+
+
+def test_reconcile_reloads_certificates_and_replication_credentials_as_the_job_does(
+    session_twin: Twin, tmp_path: Path
+) -> None:
+    """The reconcile Job's TLS/credential step: CONFIG SET re-reads the mounted files,
+    sets masteruser/masterauth, and checks each node then serves the deployed certificate."""
+    settings = session_twin.settings()
+    tls = session_twin.client_tls(acl.OPERATOR)
+    layout = session_twin.layout
+    base = [
+        "reconcile",
+        *[f"--node=127.0.0.1:{p}" for p in settings.ports],
+        "--shards=3",
+        "--replicas=1",
+        f"--ca={tls.ca_file}",
+        f"--cert={tls.cert_file}",
+        f"--key={tls.key_file}",
+        f"--password-file={layout.password_file(acl.OPERATOR)}",
+        "--reload-tls",
+        f"--admin-password-file={layout.password_file(acl.ADMIN)}",
+        f"--replication-password-file={layout.password_file(acl.REPLICATION)}",
+        "--json",
+    ]
+    proc = cli(*base, f"--expect-node-cert={layout.tls.node_cert}")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [a["code"] for a in report["actions"]] == ["reload_tls"] * len(settings.ports)
+    assert report["findings"] == []
+    admin = connect(
+        Endpoint(host="127.0.0.1", port=settings.ports[0]),
+        session_twin.client_tls(acl.ADMIN),
+        session_twin.credentials(acl.ADMIN),
+    )
+    try:
+        assert admin.config_get("masteruser")["masteruser"] == acl.REPLICATION
+        expected = session_twin.credentials(acl.REPLICATION).password.get_secret_value()
+        assert admin.config_get("masterauth")["masterauth"] == expected
+    finally:
+        admin.close()
+    # Expecting another certificate than the nodes serve: reported after the settle time.
+    proc = cli(*base, f"--expect-node-cert={tls.cert_file}", "--settle=1")
+    assert proc.returncode == 1, proc.stderr
+    findings = json.loads(proc.stdout)["findings"]
+    assert {f["code"] for f in findings} == {"tls_stale"}
+    assert len(findings) == len(settings.ports)

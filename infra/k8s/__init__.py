@@ -1,0 +1,1 @@
+"""What the platform declares in Kubernetes, one ComponentResource per concern."""

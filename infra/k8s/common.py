@@ -1,0 +1,105 @@
+"""Names, labels, ports and paths every Kubernetes component agrees on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.settings import StackSettings
+
+REDIS_PORT = 6379
+BUS_PORT = REDIS_PORT + 10000
+EXPORTER_PORT = 9121
+PROXY_PORT = 8080
+
+STATEFULSET = "redis-cluster"
+HEADLESS = "redis-cluster-headless"
+CLIENT_SERVICE = "redis-cluster"
+PROXY_RELEASE = "sse-proxy"
+
+# The official redis image runs as uid/gid 999; the platform image as 10001.
+REDIS_UID = 999
+PLATFORM_UID = 10001
+
+PART_OF = {"app.kubernetes.io/part-of": "redis-platform", "app.kubernetes.io/managed-by": "pulumi"}
+REDIS_SELECTOR = {"app.kubernetes.io/name": "redis-cluster", "app.kubernetes.io/instance": "redis"}
+# Pods of this namespace that may open Redis client connections carry this label
+# (the jobs; the proxy is selected by its own labels).
+CLIENT_LABEL = {"redis-platform.io/redis-client": "true"}
+PROXY_SELECTOR = {
+    "app.kubernetes.io/name": "sse-proxy",
+    "app.kubernetes.io/instance": PROXY_RELEASE,
+}
+
+
+def labels(component: str, selector: dict[str, str] | None = None) -> dict[str, str]:
+    """Labels of an object: its selector labels (if any), component, part-of."""
+    return {**(selector or {}), "app.kubernetes.io/component": component, **PART_OF}
+
+
+def job_labels(component: str) -> dict[str, str]:
+    return labels(component, {"app.kubernetes.io/name": f"redis-{component}", **CLIENT_LABEL})
+
+
+@dataclass(frozen=True)
+class Platform:
+    """What every Kubernetes component is built from: the validated settings, the explicit
+    provider, and the namespace its objects must wait for."""
+
+    settings: StackSettings
+    provider: k8s.Provider
+    namespace: pulumi.Resource | None = None
+
+    @property
+    def ns(self) -> str:
+        return self.settings.namespace
+
+    def opts(self, parent: pulumi.Resource, **extra: Any) -> pulumi.ResourceOptions:
+        """A child's options: parented, on the explicit provider, after the namespace."""
+        depends_on = list(extra.pop("depends_on", []))
+        if self.namespace is not None:
+            depends_on.append(self.namespace)
+        return pulumi.ResourceOptions(
+            parent=parent, provider=self.provider, depends_on=depends_on, **extra
+        )
+
+
+def meta(name: str, namespace: str | None, component: str, **extra: Any) -> dict[str, Any]:
+    """ObjectMeta with a fixed name (never auto-named: other objects refer to it)."""
+    result: dict[str, Any] = {"name": name, "labels": labels(component), **extra}
+    if namespace is not None:
+        result["namespace"] = namespace
+    return result
+
+
+RESTRICTED_CONTAINER: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "readOnlyRootFilesystem": True,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def restricted_pod(uid: int) -> dict[str, Any]:
+    """Pod securityContext meeting Pod Security Admission `restricted`."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def split_image(image: str) -> tuple[str, str | None, str | None]:
+    """(repository, tag, digest) of `repository[:tag][@sha256:...]`."""
+    name, _, digest = image.partition("@")
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        return name[:colon], name[colon + 1 :], digest or None
+    return name, None, digest or None

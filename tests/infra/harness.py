@@ -1,0 +1,271 @@
+"""Run the Pulumi program under Pulumi's mock runtime and record the whole plan.
+
+No Pulumi CLI or cluster exists here, so the program is proven this way: the real
+`infra.__main__.main` runs against a monitor that records every resource registration
+(type, name, parent, provider, dependencies, inputs with secrets still marked), with the
+stack config read from the real `Pulumi.<stack>.yaml`. The mocks fill in what providers
+would compute (keys, certificates, passwords) with unique values, so tests can search the
+plan for them; generated passwords are returned as secrets, as the engine does for
+`RandomPassword.result`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime import mocks, rpc
+from pulumi.runtime.sync_await import _sync_await
+
+ROOT = Path(__file__).resolve().parents[2]
+PROJECT = "redis-platform"
+SECRET_SIG = {rpc._special_sig_key: rpc._special_secret_sig}
+
+
+def _secret(value: Any) -> dict[str, Any]:
+    return {**SECRET_SIG, "value": value}
+
+
+def is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(rpc._special_sig_key) == rpc._special_secret_sig
+
+
+def unwrap(value: Any) -> Any:
+    """The value with secret markers removed (recursively)."""
+    if is_secret(value):
+        return unwrap(value["value"])
+    if isinstance(value, dict):
+        return {k: unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap(v) for v in value]
+    return value
+
+
+def ints(value: Any) -> Any:
+    """The mock runtime turns every number into a float; Kubernetes wants integers."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [ints(v) for v in value]
+    return value
+
+
+def strings_in(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield str(k)
+            yield from strings_in(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from strings_in(v)
+
+
+@dataclass
+class Registration:
+    type: str
+    name: str
+    urn: str
+    parent: str
+    provider: str
+    dependencies: list[str]
+    custom: bool
+    raw: dict[str, Any]  # inputs with secret markers
+
+    @property
+    def inputs(self) -> dict[str, Any]:
+        inputs: dict[str, Any] = ints(unwrap(self.raw))
+        return inputs
+
+    @property
+    def is_kubernetes_object(self) -> bool:
+        return self.type.startswith("kubernetes:") and self.type != "pulumi:providers:kubernetes"
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The Kubernetes object as the API server would get it."""
+        obj = self.inputs
+        obj.pop("__defaults", None)
+        return obj
+
+    @property
+    def object_name(self) -> str:
+        return str(self.inputs.get("metadata", {}).get("name", ""))
+
+
+@dataclass
+class Plan:
+    stack: str
+    resources: list[Registration] = field(default_factory=list)
+    outputs: dict[str, tuple[Any, bool]] = field(default_factory=dict)  # name -> (value, secret)
+    generated_secrets: list[str] = field(default_factory=list)
+
+    def of_type(self, type_: str) -> list[Registration]:
+        return [r for r in self.resources if r.type == type_]
+
+    def kube(self, kind: str, name: str | None = None) -> list[Registration]:
+        found = [
+            r for r in self.resources if r.is_kubernetes_object and r.inputs.get("kind") == kind
+        ]
+        if name is not None:
+            found = [r for r in found if r.object_name == name]
+        return found
+
+    def one(self, kind: str, name: str) -> dict[str, Any]:
+        found = self.kube(kind, name)
+        assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
+        return found[0].manifest
+
+    def by_urn(self, urn: str) -> Registration | None:
+        return next((r for r in self.resources if r.urn == urn), None)
+
+    @property
+    def kubernetes_objects(self) -> list[Registration]:
+        return [r for r in self.resources if r.is_kubernetes_object and r.custom]
+
+
+def _token(*parts: str) -> str:
+    """Deterministic per resource, so two runs of the same config give the same plan
+    (as a real stack keeps its generated values) and a new resource gets a new value."""
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:32]
+
+
+class _Mocks(mocks.Mocks):
+    """Computed fields of the providers the program uses, with unique fake values."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+
+    def _generated(self, label: str, pem: str | None = None) -> str:
+        token = _token(self.plan.stack, label)
+        value = f"-----BEGIN {pem}-----\n{label}-{token}\n-----END {pem}-----\n" if pem else token
+        self.plan.generated_secrets.append(value)
+        return value
+
+    def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        state = dict(args.inputs)
+        typ = args.typ
+        if typ == "random:index/randomPassword:RandomPassword":
+            state["result"] = _secret(self._generated(args.name))
+            state["bcryptHash"] = _secret("$2a$10$" + _token("bcrypt", args.name))
+        elif typ == "tls:index/privateKey:PrivateKey":
+            key = self._generated(args.name, "EC PRIVATE KEY")
+            state.update(
+                privateKeyPem=_secret(key),
+                privateKeyOpenssh=_secret(key),
+                privateKeyPemPkcs8=_secret(key),
+                publicKeyPem=f"-----BEGIN PUBLIC KEY-----\n{args.name}\n-----END PUBLIC KEY-----\n",
+            )
+        elif typ == "tls:index/certRequest:CertRequest":
+            state["certRequestPem"] = "\n".join(
+                [
+                    "-----BEGIN CERTIFICATE REQUEST-----",
+                    args.name,
+                    "-----END CERTIFICATE REQUEST-----",
+                ]
+            )
+        elif typ in (
+            "tls:index/selfSignedCert:SelfSignedCert",
+            "tls:index/locallySignedCert:LocallySignedCert",
+        ):
+            state["certPem"] = (
+                f"-----BEGIN CERTIFICATE-----\n{args.name}-{_token('cert', args.name)}\n"
+                "-----END CERTIFICATE-----\n"
+            )
+            state["readyForRenewal"] = False
+        return f"{args.name}-id", state
+
+    def call(self, args: mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        return {}, []
+
+
+class RecordingMonitor(mocks.MockMonitor):
+    def __init__(self, mocks_: mocks.Mocks, plan: Plan) -> None:
+        super().__init__(mocks_)
+        self.plan = plan
+
+    def RegisterResource(self, request: Any) -> Any:  # the gRPC method's name
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
+        if request.type != "pulumi:pulumi:Stack":
+            self.plan.resources.append(
+                Registration(
+                    type=request.type,
+                    name=request.name,
+                    urn=response.urn,
+                    parent=request.parent,
+                    provider=request.provider,
+                    dependencies=list(request.dependencies),
+                    custom=bool(request.custom),
+                    raw=rpc.deserialize_properties(request.object, keep_unknowns=True),
+                )
+            )
+        return response
+
+
+def stack_config(stack: str, overrides: dict[str, Any] | None = None) -> dict[str, str]:
+    """The stack's config the way the Pulumi CLI hands it to a program: `project:key` ->
+    string, structured values JSON-encoded. `overrides` replace whole top-level keys
+    (None removes one)."""
+    document = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
+    values: dict[str, Any] = dict(document["config"])
+    for key, value in (overrides or {}).items():
+        full = f"{PROJECT}:{key}"
+        if value is None:
+            values.pop(full, None)
+        else:
+            values[full] = value
+    return {
+        key: value if isinstance(value, str) else json.dumps(value) for key, value in values.items()
+    }
+
+
+async def _resolve_outputs(outputs: dict[str, Any]) -> dict[str, tuple[Any, bool]]:
+    resolved = {}
+    for name, value in outputs.items():
+        output = pulumi.Output.from_input(value)
+        resolved[name] = (await output.future(), await output.is_secret())
+    return resolved
+
+
+def run(stack: str, overrides: dict[str, Any] | None = None) -> Plan:
+    """Run infra/__main__.py's program for `stack` and return what it registered."""
+    from infra import __main__ as program
+
+    plan = Plan(stack)
+    mock = _Mocks(plan)
+    pulumi.runtime.set_all_config(stack_config(stack, overrides))
+    mocks.set_mocks(
+        mock, project=PROJECT, stack=stack, preview=False, monitor=RecordingMonitor(mock, plan)
+    )
+    from pulumi.runtime.stack import run_pulumi_func
+
+    _sync_await(run_pulumi_func(program.main))
+    root = pulumi.runtime.settings.get_root_resource()
+    assert root is not None
+    plan.outputs = _sync_await(_resolve_outputs(dict(root.outputs)))  # type: ignore[attr-defined]
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    return plan
+
+
+def settings(stack: str, overrides: dict[str, Any] | None = None) -> Any:
+    """The validated StackSettings the program builds for `stack`."""
+    from infra import settings as stack_settings
+
+    prefix = f"{PROJECT}:"
+    decoded = {}
+    for key, raw in stack_config(stack, overrides).items():
+        try:
+            decoded[key.removeprefix(prefix)] = json.loads(raw)
+        except ValueError:
+            decoded[key.removeprefix(prefix)] = raw
+    return stack_settings.load(decoded)

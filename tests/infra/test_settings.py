@@ -1,0 +1,187 @@
+"""Stack settings: the real stack files load, and every mistake a user can make in
+Pulumi.<stack>.yaml fails before any resource is declared, naming the key and the fix."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from infra import settings as stack_settings
+from infra.settings import max_cron_interval_minutes, parse_cron
+from redisops.errors import ConfigError
+from tests.infra import harness
+
+
+def error_of(stack: str, overrides: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as caught:
+        harness.settings(stack, overrides)
+    return str(caught.value)
+
+
+def test_the_stack_files_load() -> None:
+    dev, prod = harness.settings("dev"), harness.settings("prod")
+    assert (dev.redis.shards, dev.redis.replicas, dev.redis.pods) == (3, 1, 6)
+    assert (prod.redis.shards, prod.redis.replicas, prod.redis.pods) == (3, 2, 9)
+    assert prod.redis.zone_spread == "hard"
+    assert prod.backup.max_age_s == (60 + prod.backup.slack_minutes) * 60
+
+
+def redis_of(stack: str, **changes: Any) -> dict[str, Any]:
+    document = harness.stack_config(stack)
+    redis: dict[str, Any] = json.loads(document["redis-platform:redis"])
+    redis.update(changes)
+    return redis
+
+
+@pytest.mark.parametrize(
+    ("stack", "overrides", "key", "says"),
+    [
+        ("dev", {"redis": redis_of("dev", shards=2)}, "redis.shards", "at least 3 shards"),
+        ("dev", {"redis": redis_of("dev", replicas=7)}, "redis.replicas", "0 to 5"),
+        ("prod", {"redis": redis_of("prod", replicas=0)}, "redis.replicas", "use 1 or more"),
+        (
+            "prod",
+            {"redis": redis_of("prod", image="redis:7.2.5")},
+            "redis.image",
+            "not pinned by digest",
+        ),
+        (
+            "prod",
+            {"platformImage": "europe-docker.pkg.dev/p/r/redis-platform:latest"},
+            "platformImage",
+            "repository@sha256:",
+        ),
+        ("prod", {"redis": redis_of("prod", zoneSpread="soft")}, "redis.zoneSpread", "hard"),
+        (
+            "prod",
+            {"proxy": {"enabled": True, "minReplicas": 2}},
+            "proxy.hostname",
+            "public name",
+        ),
+        (
+            "dev",
+            {"proxy": {"minReplicas": 5, "maxReplicas": 2}},
+            "proxy",
+            "above maxReplicas",
+        ),
+        (
+            "dev",
+            {"backup": {"schedule": "0 * * *", "location": "gs://bkt/p"}},
+            "backup.schedule",
+            "has 4 fields",
+        ),
+        (
+            "dev",
+            {"backup": {"schedule": "61 * * * *", "location": "gs://bkt/p"}},
+            "backup.schedule",
+            "minute field must stay within 0-59",
+        ),
+        (
+            "dev",
+            {"backup": {"schedule": "0 3 * * 1", "retentionDays": 3, "location": "gs://bkt/p"}},
+            "backup",
+            "shorter than the time between backups",
+        ),
+        (
+            "dev",
+            {"backup": {"location": "/var/backups"}},
+            "backup.location",
+            "gs://bucket",
+        ),
+        ("dev", {"backup": {"schedule": "0 * * * *"}}, "backup.location", "is required"),
+        (
+            "dev",
+            {"tls": {"validityHours": 720, "earlyRenewalHours": 720}},
+            "tls",
+            "must be below validityHours",
+        ),
+        (
+            "dev",
+            {"tls": {"validityHours": 8760, "earlyRenewalHours": 48}},
+            "tls",
+            "at least 360",
+        ),
+        ("dev", {"acl": {"rotating": ["root"]}}, "acl.rotating", "unknown role"),
+        ("dev", {"acl": {"active": {"reader": "red"}}}, "acl.active.reader", "'blue' or 'green'"),
+        ("dev", {"network": {"apiServerCidrs": []}}, "network.apiServerCidrs", "at least 1"),
+        (
+            "dev",
+            {"network": {"apiServerCidrs": ["10.0.0.300/28"]}},
+            "network.apiServerCidrs",
+            "not a CIDR",
+        ),
+        ("dev", {"namespace": "Redis_NS"}, "namespace", "pattern"),
+        ("dev", {"shards": 3}, "shards", "not a known setting"),
+        ("dev", {"streams": {"patterns": ["smoke:*"]}}, "streams.patterns", "smoke"),
+        ("dev", {"environment": "staging"}, "environment", "'dev' or 'prod'"),
+    ],
+)
+def test_each_mistake_names_its_key_and_the_fix(
+    stack: str, overrides: dict[str, Any], key: str, says: str
+) -> None:
+    message = error_of(stack, overrides)
+    assert f"redis-platform:{key}:" in message
+    assert says in message
+
+
+def test_every_error_is_reported_at_once() -> None:
+    message = error_of(
+        "prod",
+        {
+            "redis": redis_of("prod", replicas=0, image="redis:7"),
+            "proxy": {"enabled": True},
+        },
+    )
+    lines = message.splitlines()
+    assert {line.split(":")[1] for line in lines} >= {
+        "redis.replicas",
+        "redis.image",
+        "proxy.hostname",
+    }
+
+
+def test_a_bad_config_declares_nothing() -> None:
+    with pytest.raises(ConfigError, match=r"redis-platform:redis\.shards"):
+        harness.run("dev", {"redis": redis_of("dev", shards=1)})
+
+
+@pytest.mark.parametrize(
+    ("expression", "minutes"),
+    [
+        ("0 * * * *", 60),
+        ("*/15 * * * *", 15),
+        ("0 3 * * *", 24 * 60),
+        ("0 0,6,12,18 * * *", 6 * 60),
+        ("30 2 * * 0", 7 * 24 * 60),
+        ("0 9-17 * * 1-5", 64 * 60),  # Friday 17:00 to Monday 09:00
+        ("0 3 1 * 1", 7 * 24 * 60),  # the 1st or any Monday, as cron reads both day fields
+    ],
+)
+def test_cron_gaps(expression: str, minutes: int) -> None:
+    assert max_cron_interval_minutes(expression) == minutes
+
+
+@pytest.mark.parametrize(
+    "expression", ["* * * *", "*/0 * * * *", "a * * * *", "0 24 * * *", "0 0 31 2 *", "5-2 * * * *"]
+)
+def test_bad_cron_is_refused(expression: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(repr(expression))):
+        max_cron_interval_minutes(expression)
+
+
+def test_cron_fields() -> None:
+    minute, hour, dom, month, dow = parse_cron("*/20 1-3 1,15 * 0")
+    assert minute == {0, 20, 40} and hour == {1, 2, 3} and dom == {1, 15}
+    assert month == set(range(1, 13)) and dow == {0}
+
+
+def test_rotation_slots() -> None:
+    acl_settings = stack_settings.AclSettings(
+        active={"reader": "green"}, rotating=("reader", "publisher")
+    )
+    assert acl_settings.slots("reader") == ("green", "blue")
+    assert acl_settings.slots("publisher") == ("blue", "green")
+    assert acl_settings.slots("backup") == ("blue",)
