@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from infra.k8s.jobs import SMOKE_ROLES
 from redisops.client import Endpoint
 from redisops.local.twin import Twin
-from infra.k8s.jobs import SMOKE_ROLES
 from smoke_tests.targets import KubernetesTarget, TargetError
 
 REDISOPS = [sys.executable, "-m", "redisops"]
