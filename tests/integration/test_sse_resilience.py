@@ -134,26 +134,27 @@ def test_a_graceful_failover_under_streaming_clients_loses_and_repeats_nothing(
     stream = f"standup:failover-{uuid.uuid4().hex[:8]}"
     proxy = start_proxy(twin, tmp_path)
     try:
-        with subscriptions(proxy, stream, 5) as subs, Writer(twin, stream) as writer:
-            while writer.written < 100:
-                time.sleep(0.01)
-            _, replica = shard_of(twin, stream)
-            client = connect(
-                Endpoint(host=HOST, port=replica),
-                twin.client_tls(acl.ADMIN),
-                twin.credentials(acl.ADMIN),
-            )
-            try:
-                client.execute_command("CLUSTER", "FAILOVER")
-            finally:
-                client.close()
-            wait_role(twin, replica, "primary")
-            time.sleep(1.0)
-        expected = truth(twin, stream)
-        wait_all(subs, expected[-1])
-        for sub in subs:
-            assert ids_of(sub) == expected
-        assert len(expected) > 150
+        with subscriptions(proxy, stream, 5) as subs:
+            with Writer(twin, stream) as writer:
+                while writer.written < 100:
+                    time.sleep(0.01)
+                _, replica = shard_of(twin, stream)
+                client = connect(
+                    Endpoint(host=HOST, port=replica),
+                    twin.client_tls(acl.ADMIN),
+                    twin.credentials(acl.ADMIN),
+                )
+                try:
+                    client.execute_command("CLUSTER", "FAILOVER")
+                finally:
+                    client.close()
+                wait_role(twin, replica, "primary")
+                time.sleep(1.0)
+            expected = truth(twin, stream)
+            wait_all(subs, expected[-1])
+            for sub in subs:
+                assert ids_of(sub) == expected
+            assert len(expected) > 150
     finally:
         stop(proxy.proc)
 
@@ -165,37 +166,38 @@ def test_a_crashed_primary_under_streaming_clients_loses_and_repeats_nothing(
     stream = f"standup:crash-{uuid.uuid4().hex[:8]}"
     proxy = start_proxy(twin, tmp_path)
     try:
-        with subscriptions(proxy, stream, 5) as subs, Writer(twin, stream) as writer:
-            while writer.written < 100:
-                time.sleep(0.01)
-            primary, replica = shard_of(twin, stream)
-            twin.kill_node(primary)
-            wait_role(twin, replica, "primary")
-            before = writer.written
-            deadline = time.monotonic() + 20
-            while writer.written < before + 100 and time.monotonic() < deadline:
-                time.sleep(0.05)  # the proxy must follow the stream to its new primary
-            twin.start_node(primary)
-            wait_role(twin, primary, "replica")
-            time.sleep(0.5)
-        expected = truth(twin, stream)
-        try:
-            wait_all(subs, expected[-1])
-        except AssertionError:
-            print(proxy.log_text()[-4000:])  # what the reader went through
-            print(httpx_get(f"{proxy.url}/readyz"))
-            raise
-        for sub in subs:
-            got = ids_of(sub)
-            assert len(got) == len(set(got)), "an entry arrived twice"
-            assert got == sorted(got, key=lambda i: tuple(map(int, i.split("-"))))
-            # Entries Redis lost in the crash (acknowledged by the old primary, never
-            # replicated) may have reached clients; everything Redis holds must have.
-            missing = [e for e in expected if e not in set(got)]
-            assert not missing, f"{len(missing)} entries never arrived, e.g. {missing[:3]}"
-        print(f"written {writer.written}, failed {writer.failed}, held {len(expected)}")
-        metrics = httpx_get(f"{proxy.url}/metrics")
-        assert 'sse_redis_errors_total{operation="xread"}' in metrics
+        with subscriptions(proxy, stream, 5) as subs:
+            with Writer(twin, stream) as writer:
+                while writer.written < 100:
+                    time.sleep(0.01)
+                primary, replica = shard_of(twin, stream)
+                twin.kill_node(primary)
+                wait_role(twin, replica, "primary")
+                before = writer.written
+                deadline = time.monotonic() + 20
+                while writer.written < before + 100 and time.monotonic() < deadline:
+                    time.sleep(0.05)  # the proxy must follow the stream to its new primary
+                twin.start_node(primary)
+                wait_role(twin, primary, "replica")
+                time.sleep(0.5)
+            expected = truth(twin, stream)
+            try:
+                wait_all(subs, expected[-1])
+            except AssertionError:
+                print(proxy.log_text()[-4000:])  # what the reader went through
+                print(httpx_get(f"{proxy.url}/readyz"))
+                raise
+            for sub in subs:
+                got = ids_of(sub)
+                assert len(got) == len(set(got)), "an entry arrived twice"
+                assert got == sorted(got, key=lambda i: tuple(map(int, i.split("-"))))
+                # Entries Redis lost in the crash (acknowledged by the old primary, never
+                # replicated) may have reached clients; everything Redis holds must have.
+                missing = [e for e in expected if e not in set(got)]
+                assert not missing, f"{len(missing)} entries never arrived, e.g. {missing[:3]}"
+            print(f"written {writer.written}, failed {writer.failed}, held {len(expected)}")
+            metrics = httpx_get(f"{proxy.url}/metrics")
+            assert 'sse_redis_errors_total{operation="xread"}' in metrics
     finally:
         stop(proxy.proc)
 
@@ -214,19 +216,20 @@ def test_a_proxy_restart_under_streaming_clients_loses_and_repeats_nothing(
     port = free_port()
     proxy = start_proxy(twin, tmp_path, port=port, shutdown_grace_s=3, retry_ms=300)
     try:
-        with subscriptions(proxy, stream, 5) as subs, Writer(twin, stream) as writer:
-            while writer.written < 100:
-                time.sleep(0.01)
-            stop(proxy.proc)
-            down_at = writer.written
-            time.sleep(1.0)  # entries keep arriving in Redis while no proxy runs
-            assert writer.written > down_at
-            proxy = start_proxy(twin, tmp_path, port=port, shutdown_grace_s=3, retry_ms=300)
-            time.sleep(1.0)
-        expected = truth(twin, stream)
-        wait_all(subs, expected[-1])
-        for sub in subs:
-            assert ids_of(sub) == expected
-            assert sub.connections >= 2  # it did reconnect
+        with subscriptions(proxy, stream, 5) as subs:
+            with Writer(twin, stream) as writer:
+                while writer.written < 100:
+                    time.sleep(0.01)
+                stop(proxy.proc)
+                down_at = writer.written
+                time.sleep(1.0)  # entries keep arriving in Redis while no proxy runs
+                assert writer.written > down_at
+                proxy = start_proxy(twin, tmp_path, port=port, shutdown_grace_s=3, retry_ms=300)
+                time.sleep(1.0)
+            expected = truth(twin, stream)
+            wait_all(subs, expected[-1])
+            for sub in subs:
+                assert ids_of(sub) == expected
+                assert sub.connections >= 2  # it did reconnect
     finally:
         stop(proxy.proc)
