@@ -41,11 +41,55 @@ def stack_config() -> dict[str, Any]:
     return result
 
 
+class GoogleCloud:
+    """The GCP layer's components, when the stack has a `gcp` section."""
+
+    def __init__(self, settings: stack_settings.StackSettings) -> None:
+        from infra.gcp import common, gke, identity, registry, storage
+
+        assert settings.gcp is not None
+        self.cloud = common.Cloud(settings, common.provider(settings.gcp))
+        self.cluster: gke.GkeCluster | None = None
+        if settings.gcp.gke.create:
+            from infra.gcp.network import Network
+
+            network = Network("network", self.cloud)
+            self.cluster = gke.GkeCluster("gke", self.cloud, network)
+            self.kubeconfig = self.cluster.kubeconfig
+        else:
+            self.kubeconfig = gke.existing_kubeconfig(self.cloud)
+        self.bucket = storage.BackupBucket("backup-bucket", self.cloud)
+        self.identities = identity.Identities("identities", self.cloud, self.bucket)
+        self.registry_url: pulumi.Output[str] | None = None
+        if settings.gcp.registry is not None:
+            readers: list[pulumi.Input[str]] = []
+            if self.cluster is not None:
+                readers.append(
+                    self.cluster.node_account.email.apply(lambda e: f"serviceAccount:{e}")
+                )
+            self.registry_url = registry.Registry("registry", self.cloud, readers).url
+        self.proxy_address: pulumi.Output[str] | None = None
+        if settings.proxy.enabled and settings.proxy.hostname and settings.proxy.static_ip_name:
+            from infra.gcp.edge import Edge
+
+            self.proxy_address = Edge("edge", self.cloud).address.address
+
+    def role_secrets(self, passwords: dict[str, pulumi.Output[str]]) -> dict[str, str]:
+        from infra.gcp.secrets import RoleSecrets
+
+        if not self.cloud.gcp.secret_manager.enabled:
+            return {}
+        return RoleSecrets("role-secrets", self.cloud, passwords).ids
+
+
 def main() -> None:
     settings = stack_settings.load(stack_config())
+    google = GoogleCloud(settings) if settings.gcp is not None else None
     provider = k8s.Provider(
         "kubernetes",
-        context=settings.kube_context,
+        # the cluster the GCP layer made or found; else the current kubeconfig context
+        kubeconfig=google.kubeconfig if google else None,
+        context=None if google else settings.kube_context,
         enable_server_side_apply=True,
         delete_unreachable=False,
     )
@@ -76,7 +120,9 @@ def main() -> None:
         ca_cert_pem=tls.ca_cert_pem,
         proxy_url=in_cluster_url(settings) if settings.proxy.enabled else None,
         depends_on=[cluster.statefulset, cluster.headless, network, *secrets],
+        backup_account=google.identities.backup.email if google else None,
     )
+    role_secrets = google.role_secrets(credentials.passwords) if google else {}
 
     pulumi.export("namespace", namespace.name)
     pulumi.export("redisClientEndpoint", cluster.client_endpoint)
@@ -95,6 +141,13 @@ def main() -> None:
     pulumi.export("reconcileJob", jobs.reconcile_job_name)
     pulumi.export("smokeJob", jobs.smoke_job)
     pulumi.export("backupLocation", settings.backup.location if settings.backup.enabled else None)
+    if google is not None:
+        pulumi.export("kubeconfig", google.kubeconfig)  # secret
+        pulumi.export("backupServiceAccount", google.identities.backup.email)
+        pulumi.export("drillServiceAccount", google.identities.drill.email)
+        pulumi.export("roleSecrets", role_secrets)
+        pulumi.export("registryUrl", google.registry_url)
+        pulumi.export("proxyAddress", google.proxy_address)
 
 
 if __name__ == "__main__":

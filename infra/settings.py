@@ -265,6 +265,253 @@ class MonitoringSettings(Strict):
     )
 
 
+# ---- Google Cloud (infra/gcp) --------------------------------------------------------
+
+GCP_REGION = r"^[a-z]+-[a-z]+[0-9]$"
+GCP_ZONE = r"^[a-z]+-[a-z]+[0-9]-[a-z]$"
+BROAD_ROLES = frozenset(
+    {
+        "roles/owner",
+        "roles/editor",
+        "roles/viewer",
+        "roles/storage.admin",
+        "roles/iam.securityAdmin",
+    }
+)
+
+
+def _cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a CIDR block like 10.0.0.0/20") from exc
+    return value
+
+
+class VpcSettings(Strict):
+    """The VPC the cluster's nodes live in (created with the cluster)."""
+
+    subnet_cidr: str = Field(default="10.10.0.0/20", alias="subnetCidr")
+    pods_cidr: str = Field(default="10.16.0.0/14", alias="podsCidr")
+    services_cidr: str = Field(default="10.20.0.0/20", alias="servicesCidr")
+
+    @field_validator("subnet_cidr", "pods_cidr", "services_cidr")
+    @classmethod
+    def _cidrs(cls, value: str) -> str:
+        return _cidr(value)
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> VpcSettings:
+        ranges = {
+            "subnetCidr": ipaddress.ip_network(self.subnet_cidr),
+            "podsCidr": ipaddress.ip_network(self.pods_cidr),
+            "servicesCidr": ipaddress.ip_network(self.services_cidr),
+        }
+        names = list(ranges)
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                if ranges[a].overlaps(ranges[b]):
+                    raise ValueError(
+                        f"{a} ({ranges[a]}) overlaps {b} ({ranges[b]}); pick disjoint ranges"
+                    )
+        return self
+
+
+class AuthorizedNetwork(Strict):
+    cidr: str
+    name: str
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        return _cidr(value)
+
+
+class NodePool(Strict):
+    machine_type: str = Field(alias="machineType")
+    nodes_per_zone: int = Field(default=1, alias="nodesPerZone", ge=0, le=100)
+    max_nodes_per_zone: int | None = Field(default=None, alias="maxNodesPerZone", ge=1, le=100)
+    disk_size_gb: int = Field(default=50, alias="diskSizeGb", ge=20)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> NodePool:
+        if self.max_nodes_per_zone is not None and self.max_nodes_per_zone < self.nodes_per_zone:
+            raise ValueError(
+                f"maxNodesPerZone ({self.max_nodes_per_zone}) is below nodesPerZone "
+                f"({self.nodes_per_zone})"
+            )
+        return self
+
+
+class NodePools(Strict):
+    system: NodePool = NodePool(machine_type="e2-standard-2")
+    redis: NodePool
+    proxy: NodePool = NodePool(machine_type="e2-standard-2", max_nodes_per_zone=3)
+
+
+class MaintenanceWindow(Strict):
+    """A recurring window (RFC 5545 RRULE) in which GKE may upgrade."""
+
+    start: str = Field(default="2026-01-03T02:00:00Z", pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+    end: str = Field(default="2026-01-03T08:00:00Z", pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+    recurrence: str = Field(default="FREQ=WEEKLY;BYDAY=SA,SU", pattern=r"^FREQ=")
+
+
+class GkeSettings(Strict):
+    """A new regional GKE Standard cluster (`create: true`) or an existing one."""
+
+    create: bool = True
+    name: str = Field(pattern=K8S_NAME, max_length=40)
+    location: str | None = Field(
+        default=None, description="existing cluster: its region or zone; default gcp.region"
+    )
+    release_channel: Literal["RAPID", "REGULAR", "STABLE"] = Field(
+        default="REGULAR", alias="releaseChannel"
+    )
+    master_cidr: str = Field(default="172.16.0.16/28", alias="masterCidr")
+    master_authorized_networks: tuple[AuthorizedNetwork, ...] = Field(
+        default=(), alias="masterAuthorizedNetworks"
+    )
+    maintenance_window: MaintenanceWindow = Field(
+        default=MaintenanceWindow(), alias="maintenanceWindow"
+    )
+    node_pools: NodePools | None = Field(default=None, alias="nodePools")
+    deletion_protection: bool = Field(default=True, alias="deletionProtection")
+    vpc: VpcSettings = VpcSettings()
+
+    @field_validator("master_cidr")
+    @classmethod
+    def _master(cls, value: str) -> str:
+        network = ipaddress.ip_network(_cidr(value))
+        if network.prefixlen != 28:
+            raise ValueError(f"{value!r}: the control plane's range must be a /28")
+        return value
+
+    @model_validator(mode="after")
+    def _pools(self) -> GkeSettings:
+        if self.create and self.node_pools is None:
+            raise ValueError(
+                "nodePools is required when create is true (at least "
+                '{"redis": {"machineType": "n2-highmem-4"}})'
+            )
+        return self
+
+
+class CmekSettings(Strict):
+    """A customer-managed key for the bucket (created here: key ring + key)."""
+
+    key_ring: str = Field(alias="keyRing", pattern=K8S_NAME)
+    key: str = Field(pattern=K8S_NAME)
+    location: str
+    rotation_days: int = Field(default=90, alias="rotationDays", ge=1, le=36500)
+
+
+class BucketSettings(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
+    location: str = Field(description="EU, US, a dual region or a region, e.g. europe-west1")
+    retention_policy_days: int | None = Field(
+        default=None,
+        alias="retentionPolicyDays",
+        ge=1,
+        description="objects cannot be deleted or replaced younger than this",
+    )
+    lock_retention: bool = Field(default=False, alias="lockRetention")
+    cmek: CmekSettings | None = None
+
+    @model_validator(mode="after")
+    def _lock(self) -> BucketSettings:
+        if self.lock_retention and self.retention_policy_days is None:
+            raise ValueError(
+                "lockRetention is true but retentionPolicyDays is not set; set the period "
+                "to lock (locking is irreversible)"
+            )
+        if self.cmek is not None and self.cmek.location.lower() != self.location.lower():
+            raise ValueError(
+                f"cmek.location ({self.cmek.location}) differs from the bucket's location "
+                f"({self.location}); Cloud Storage needs the key in the bucket's location"
+            )
+        return self
+
+
+class SecretManagerSettings(Strict):
+    """Role passwords in Secret Manager for clients outside GKE, and who may read them."""
+
+    enabled: bool = True
+    accessors: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict, description="role -> IAM members (serviceAccount:..., group:...)"
+    )
+
+    @field_validator("accessors")
+    @classmethod
+    def _members(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        _known_roles(value)
+        for role, members in value.items():
+            for member in members:
+                if not re.match(
+                    r"^(serviceAccount|group|user|principal|principalSet):\S+$", member
+                ):
+                    raise ValueError(
+                        f"{role}: {member!r} is not an IAM member like "
+                        "serviceAccount:agents@project.iam.gserviceaccount.com"
+                    )
+        return value
+
+
+class RegistrySettings(Strict):
+    location: str
+    repository: str = Field(default="redis-platform", pattern=K8S_NAME)
+    keep_recent: int = Field(default=20, alias="keepRecent", ge=1)
+    untagged_days: int = Field(default=14, alias="untaggedDays", ge=1)
+
+
+class AlertingSettings(Strict):
+    notification_channels: tuple[str, ...] = Field(alias="notificationChannels", min_length=1)
+    dns_zone: str | None = Field(
+        default=None, alias="dnsZone", description="Cloud DNS managed zone for the proxy's name"
+    )
+
+    @field_validator("notification_channels")
+    @classmethod
+    def _channels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for channel in value:
+            if not re.match(r"^projects/[^/]+/notificationChannels/\d+$", channel):
+                raise ValueError(
+                    f"{channel!r} is not a channel name like "
+                    "projects/<project>/notificationChannels/<id> "
+                    "(`gcloud beta monitoring channels list`)"
+                )
+        return value
+
+
+class GcpSettings(Strict):
+    """What the program declares on Google Cloud (infra/gcp)."""
+
+    project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+    region: str = Field(pattern=GCP_REGION)
+    zones: tuple[str, ...] = Field(min_length=1)
+    gke: GkeSettings
+    bucket: BucketSettings
+    secret_manager: SecretManagerSettings = Field(
+        default=SecretManagerSettings(), alias="secretManager"
+    )
+    registry: RegistrySettings | None = None
+    alerting: AlertingSettings | None = None
+
+    @model_validator(mode="after")
+    def _zones(self) -> GcpSettings:
+        for zone in self.zones:
+            if not re.match(GCP_ZONE, zone) or not zone.startswith(self.region + "-"):
+                raise ValueError(
+                    f"zones: {zone!r} is not a zone of {self.region} (e.g. {self.region}-b)"
+                )
+        if self.gke.create and len(set(self.zones)) < 3:
+            raise ValueError(
+                f"zones: a regional cluster spreads Redis across three zones; {self.region} "
+                f"was given {len(set(self.zones))} ({', '.join(self.zones)})"
+            )
+        return self
+
+
 class StackSettings(Strict):
     """Everything `Pulumi.<stack>.yaml` says about a deployment."""
 
@@ -280,10 +527,64 @@ class StackSettings(Strict):
     acl: AclSettings = AclSettings()
     network: NetworkSettings
     monitoring: MonitoringSettings = MonitoringSettings()
+    gcp: GcpSettings | None = Field(
+        default=None, description="the Google Cloud layer; without it, deploy into kubeContext"
+    )
     cluster_domain: str = Field(default="cluster.local", alias="clusterDomain")
     kube_context: str | None = Field(
         default=None, alias="kubeContext", description="kubeconfig context; default: current"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_gcp(cls, data: Any) -> Any:
+        """Defaults the GCP layer determines: the control plane's range (the API server the
+        jobs reach) and the backup location in the bucket it creates."""
+        if not isinstance(data, dict) or not isinstance(data.get("gcp"), dict):
+            return data
+        data = dict(data)
+        gcp = data["gcp"]
+        gke = gcp.get("gke") if isinstance(gcp.get("gke"), dict) else {}
+        network = data.get("network") if isinstance(data.get("network"), dict) else {}
+        if gke.get("create", True) and "apiServerCidrs" not in network:
+            master = gke.get("masterCidr", GkeSettings.model_fields["master_cidr"].default)
+            data["network"] = {**network, "apiServerCidrs": [master]}
+        bucket = gcp.get("bucket") if isinstance(gcp.get("bucket"), dict) else {}
+        backup = data.get("backup") if isinstance(data.get("backup"), dict) else {}
+        if bucket.get("name") and "location" not in backup:
+            data["backup"] = {**backup, "location": f"gs://{bucket['name']}/redis"}
+        return data
+
+    @model_validator(mode="after")
+    def _gcp_consistent(self) -> StackSettings:
+        gcp = self.gcp
+        if gcp is None:
+            return self
+        bucket = f"gs://{gcp.bucket.name}"
+        if self.backup.location != bucket and not self.backup.location.startswith(bucket + "/"):
+            raise ValueError(
+                f"backup.location: {self.backup.location} is not in the bucket this stack "
+                f"creates ({bucket}); remove it (default {bucket}/redis) or use {bucket}/<prefix>"
+            )
+        if self.backup.gcp_service_account is not None:
+            raise ValueError(
+                "backup.gcpServiceAccount: the GCP layer creates the backup identity "
+                f"(redis-backup@{gcp.project}.iam.gserviceaccount.com); remove the setting"
+            )
+        locked = gcp.bucket.retention_policy_days
+        if locked is not None and locked > self.backup.retention_days:
+            raise ValueError(
+                f"gcp.bucket.retentionPolicyDays: {locked} days is longer than "
+                f"backup.retentionDays ({self.backup.retention_days}): the bucket could not "
+                "delete expired backups; lower it or raise backup.retentionDays"
+            )
+        if gcp.gke.create and gcp.gke.master_cidr not in self.network.api_server_cidrs:
+            raise ValueError(
+                f"network.apiServerCidrs: {list(self.network.api_server_cidrs)} leaves out the "
+                f"control plane ({gcp.gke.master_cidr}, gcp.gke.masterCidr): the reconcile Job "
+                "could not read pod zones; remove the setting to use masterCidr"
+            )
+        return self
 
     # --- derived names -------------------------------------------------------------
 
@@ -348,8 +649,14 @@ def load(config: Mapping[str, Any]) -> StackSettings:
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            key = ".".join(str(p) for p in error["loc"]) or "config"
+            key = ".".join(str(p) for p in error["loc"])
             message = str(error["msg"]).removeprefix("Value error, ")
+            # A check across fields names its key at the start of the message.
+            named = re.match(r"^([a-zA-Z][\w.]*): ", message)
+            if named and error["type"] == "value_error" and _is_model(error["loc"]):
+                key = f"{key}.{named.group(1)}" if key else named.group(1)
+                message = message[named.end() :]
+            key = key or "config"
             if error["type"] == "missing":
                 message = "is required; set it in Pulumi.<stack>.yaml"
             elif error["type"] == "extra_forbidden":
@@ -361,6 +668,22 @@ def load(config: Mapping[str, Any]) -> StackSettings:
         if problems:
             raise ConfigError("\n".join(f"{PROJECT}:{k}: {m}" for k, m in problems))
     return settings
+
+
+def _is_model(loc: tuple[int | str, ...]) -> bool:
+    """Whether `loc` (aliases) names a whole settings model, whose checks across fields
+    begin their message with the field they are about."""
+    model: Any = StackSettings
+    for part in loc:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return False
+        field = next((f for name, f in model.model_fields.items() if part in (name, f.alias)), None)
+        if field is None:
+            return False
+        annotation = field.annotation
+        options = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
+        model = options[0] if len(options) == 1 else annotation
+    return isinstance(model, type) and issubclass(model, BaseModel)
 
 
 # ---- cron ------------------------------------------------------------------------------

@@ -141,6 +141,13 @@ def backup_create(
     user: UserOpt = None,
     password_file: PasswordFileOpt = None,
     state_dir: StateDir = DEFAULT_STATE,
+    latest: Annotated[
+        bool,
+        typer.Option(
+            "--latest/--no-latest",
+            help="Also replace latest.json (off for identities that may only add objects).",
+        ),
+    ] = True,
     json_out: JsonOut = False,
 ) -> None:
     """One RDB per shard (from a replica when one is in sync), manifest written last."""
@@ -165,6 +172,7 @@ def backup_create(
             storage,
             source=source,
             progress=progress,
+            write_latest=latest,
         )
     if json_out:
         emit({"location": storage.url, **manifest.model_dump(mode="json")})

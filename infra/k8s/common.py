@@ -29,10 +29,36 @@ REDIS_SELECTOR = {"app.kubernetes.io/name": "redis-cluster", "app.kubernetes.io/
 # Pods of this namespace that may open Redis client connections carry this label
 # (the jobs; the proxy is selected by its own labels).
 CLIENT_LABEL = {"redis-platform.io/redis-client": "true"}
+# Node pools of a cluster the GCP layer creates carry this label; the Redis pool is also
+# tainted so that nothing else lands on it.
+POOL_LABEL = "redis-platform.io/pool"
+REDIS_TAINT_KEY, REDIS_TAINT_VALUE = "dedicated", "redis"
 PROXY_SELECTOR = {
     "app.kubernetes.io/name": "sse-proxy",
     "app.kubernetes.io/instance": PROXY_RELEASE,
 }
+
+
+def dedicated_pools(settings: StackSettings) -> bool:
+    """Whether the cluster is the GCP layer's own, with a pool per workload."""
+    return settings.gcp is not None and settings.gcp.gke.create
+
+
+def pool_placement(settings: StackSettings, pool: str) -> dict[str, Any]:
+    """nodeSelector (and for Redis the toleration) that puts pods on their pool."""
+    if not dedicated_pools(settings):
+        return {}
+    placement: dict[str, Any] = {"nodeSelector": {POOL_LABEL: pool}}
+    if pool == "redis":
+        placement["tolerations"] = [
+            {
+                "key": REDIS_TAINT_KEY,
+                "operator": "Equal",
+                "value": REDIS_TAINT_VALUE,
+                "effect": "NoSchedule",
+            }
+        ]
+    return placement
 
 
 def labels(component: str, selector: dict[str, str] | None = None) -> dict[str, str]:

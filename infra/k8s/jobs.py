@@ -174,7 +174,8 @@ def reconcile_args(settings: StackSettings) -> list[str]:
 
 
 def backup_args(settings: StackSettings) -> list[str]:
-    return ["backup", "create", "--to", settings.backup.location,
+    # --no-latest: the backup identity may add objects, never replace one.
+    return ["backup", "create", "--to", settings.backup.location, "--no-latest",
             *client_args(settings, acl.BACKUP), "--json"]  # fmt: skip
 
 
@@ -271,7 +272,7 @@ def _service_account(
     platform: Platform,
     parent: pulumi.Resource,
     name: str,
-    annotations: dict[str, str] | None = None,
+    annotations: dict[str, Any] | None = None,
 ) -> k8s.core.v1.ServiceAccount:
     return k8s.core.v1.ServiceAccount(
         name,
@@ -298,8 +299,11 @@ class Jobs(pulumi.ComponentResource):
         ca_cert_pem: pulumi.Output[str],
         proxy_url: str | None,
         depends_on: list[pulumi.Resource],
+        backup_account: pulumi.Input[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """`backup_account`: the Google service account backups act as (Workload
+        Identity); default backup.gcpServiceAccount from the stack."""
         super().__init__("redis-platform:k8s:Jobs", resource_name, None, opts)
         settings = platform.settings
         ns = platform.ns
@@ -400,9 +404,10 @@ class Jobs(pulumi.ComponentResource):
 
         # --- backups -----------------------------------------------------------------
         if settings.backup.enabled:
-            annotations = {}
-            if settings.backup.gcp_service_account:
-                annotations["iam.gke.io/gcp-service-account"] = settings.backup.gcp_service_account
+            annotations: dict[str, Any] = {}
+            account = backup_account or settings.backup.gcp_service_account
+            if account:
+                annotations["iam.gke.io/gcp-service-account"] = account
             backup_sa = _service_account(platform, self, "redis-backup", annotations)
             interval_s = settings.backup.max_age_s - settings.backup.slack_minutes * 60
             k8s.batch.v1.CronJob(

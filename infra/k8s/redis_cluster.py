@@ -30,6 +30,7 @@ from infra.k8s.common import (
     Platform,
     labels,
     meta,
+    pool_placement,
     restricted_pod,
 )
 from infra.settings import StackSettings
@@ -223,6 +224,7 @@ def pod_spec(settings: StackSettings) -> dict[str, Any]:
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_S,
         "topologySpreadConstraints": topology_spread(settings),
+        **pool_placement(settings, "redis"),
         "initContainers": [prepare],
         "containers": [server, exporter],
         "volumes": [

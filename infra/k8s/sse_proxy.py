@@ -23,6 +23,7 @@ from infra.k8s.common import (
     REDIS_PORT,
     REDIS_SELECTOR,
     Platform,
+    pool_placement,
     split_image,
 )
 from infra.settings import StackSettings
@@ -84,6 +85,7 @@ def chart_values(settings: StackSettings) -> dict[str, Any]:
             "allowFromCidrs": list(settings.network.load_balancer_cidrs),
         },
         "metrics": {"podMonitoring": {"enabled": settings.monitoring.pod_monitoring}},
+        "nodeSelector": pool_placement(settings, "proxy").get("nodeSelector", {}),
     }
 
 

@@ -178,8 +178,13 @@ def create_backup(
     *,
     source: str,
     progress: Progress | None = None,
+    write_latest: bool = True,
 ) -> Manifest:
-    """Snapshot every shard in parallel into `storage`; return the committed manifest."""
+    """Snapshot every shard in parallel into `storage`; return the committed manifest.
+
+    `write_latest=False` skips the `latest.json` pointer (which is replaced every run):
+    for identities that may create objects but not replace them (GKE's backup account),
+    and buckets under a retention policy. Readers find the newest backup by listing."""
     if isinstance(storage, GcsStorage):
         storage.check()
     view = read_view(endpoints, tls, creds)
@@ -204,5 +209,6 @@ def create_backup(
     latest = Latest(
         id=backup_id, completed_at=manifest.completed_at, keys=manifest.keys, size=manifest.size
     )
-    storage.write_text(LATEST, latest.model_dump_json() + "\n")
+    if write_latest:
+        storage.write_text(LATEST, latest.model_dump_json() + "\n")
     return manifest

@@ -26,6 +26,7 @@ from pulumi.runtime.sync_await import _sync_await
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "redis-platform"
+PROJECT_ID = "mock-project"  # the GCP project in computed values
 SECRET_SIG = {rpc._special_sig_key: rpc._special_secret_sig}
 
 
@@ -109,6 +110,7 @@ class Plan:
     resources: list[Registration] = field(default_factory=list)
     outputs: dict[str, tuple[Any, bool]] = field(default_factory=dict)  # name -> (value, secret)
     generated_secrets: list[str] = field(default_factory=list)
+    invokes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def of_type(self, type_: str) -> list[Registration]:
         return [r for r in self.resources if r.type == type_]
@@ -183,10 +185,39 @@ class _Mocks(mocks.Mocks):
                 "-----END CERTIFICATE-----\n"
             )
             state["readyForRenewal"] = False
+        else:
+            state.update(_gcp_computed(typ, state))
         return f"{args.name}-id", state
 
     def call(self, args: mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        self.plan.invokes.append((args.token, dict(args.args)))
+        if args.token == "gcp:storage/getProjectServiceAccount:getProjectServiceAccount":
+            return {"emailAddress": "service-123@gs-project-accounts.iam.gserviceaccount.com"}, []
+        if args.token == "gcp:container/getCluster:getCluster":
+            return {
+                "name": args.args["name"],
+                "endpoint": "198.51.100.7",
+                "masterAuths": [{"clusterCaCertificate": "RVhJU1RJTkctQ0E="}],
+            }, []
         return {}, []
+
+
+def _gcp_computed(typ: str, state: dict[str, Any]) -> dict[str, Any]:
+    """What Google computes for the resources whose outputs the program uses."""
+    if typ == "gcp:container/cluster:Cluster":
+        return {"endpoint": "203.0.113.1", "masterAuth": {"clusterCaCertificate": "Q0EtUEVN"}}
+    if typ == "gcp:serviceaccount/account:Account":
+        email = f"{state['accountId']}@{PROJECT_ID}.iam.gserviceaccount.com"
+        return {"email": email, "name": f"projects/{PROJECT_ID}/serviceAccounts/{email}"}
+    if typ == "gcp:storage/bucket:Bucket":
+        return {"url": f"gs://{state['name']}"}
+    if typ == "gcp:secretmanager/secret:Secret":
+        return {"name": f"projects/{PROJECT_ID}/secrets/{state['secretId']}"}
+    if typ == "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig":
+        return {"uptimeCheckId": "sse-proxy-healthz-1a2b"}
+    if typ == "gcp:compute/globalAddress:GlobalAddress":
+        return {"address": "203.0.113.10"}
+    return {}
 
 
 class RecordingMonitor(mocks.MockMonitor):
@@ -241,6 +272,8 @@ def run(stack: str, overrides: dict[str, Any] | None = None) -> Plan:
     """Run infra/__main__.py's program for `stack` and return what it registered."""
     from infra import __main__ as program
 
+    # Other tests (asyncio.run) may have left this thread without an event loop.
+    asyncio.set_event_loop(asyncio.new_event_loop())
     plan = Plan(stack)
     mock = _Mocks(plan)
     pulumi.runtime.set_all_config(stack_config(stack, overrides))

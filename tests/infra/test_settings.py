@@ -91,7 +91,13 @@ def redis_of(stack: str, **changes: Any) -> dict[str, Any]:
             "backup.location",
             "gs://bucket",
         ),
-        ("dev", {"backup": {"schedule": "0 * * * *"}}, "backup.location", "is required"),
+        (
+            "dev",
+            {"gcp": None, "backup": {"schedule": "0 * * * *"}},
+            "backup.location",
+            "is required",
+        ),
+        ("dev", {"gcp": None, "network": {}}, "network.apiServerCidrs", "is required"),
         (
             "dev",
             {"tls": {"validityHours": 720, "earlyRenewalHours": 720}},

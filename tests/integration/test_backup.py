@@ -307,6 +307,22 @@ def test_prune_keeps_the_newest_and_the_young(source: Twin, tmp_path: Path) -> N
     assert kept.returncode == 2 and "at least 1" in kept.stderr
 
 
+def test_a_create_only_identity_needs_no_latest_pointer(source: Twin, tmp_path: Path) -> None:
+    """GKE's backup account may add objects but never replace one: with --no-latest no
+    object is written twice, and status/verify/restore find the backup by listing."""
+    directory = tmp_path / "append-only"
+    location = f"file://{directory}"
+    proc = cli("backup", "create", "--target", "local", "--state-dir",
+               str(source.layout.root), "--to", location, "--no-latest", "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    backup_id = json.loads(proc.stdout)["id"]
+    assert not (directory / "latest.json").exists()
+    status = cli("backup", "status", "--from", location, "--max-age", "3600", "--json")
+    assert status.returncode == 0
+    assert json.loads(status.stdout)["latest"] == backup_id
+    assert cli("backup", "verify", "latest", "--from", location).returncode == 0
+
+
 def test_freshness_is_reported_for_alerts_and_scripts(
     first_backup: dict[str, Any], backup_dir: str, tmp_path: Path
 ) -> None:

@@ -1,0 +1,59 @@
+"""The VPC: one subnet with secondary ranges for pods and services (VPC-native GKE), and
+Cloud NAT so private nodes reach the internet (image pulls outside Artifact Registry)."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_gcp.compute as compute
+
+from infra.gcp.common import Cloud
+
+PODS_RANGE = "pods"
+SERVICES_RANGE = "services"
+
+
+class Network(pulumi.ComponentResource):
+    network: compute.Network
+    subnet: compute.Subnetwork
+
+    def __init__(
+        self, resource_name: str, cloud: Cloud, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("redis-platform:gcp:Network", resource_name, None, opts)
+        gcp, name = cloud.gcp, cloud.gcp.gke.name
+        vpc = gcp.gke.vpc
+        self.network = compute.Network(
+            "vpc",
+            name=name,
+            auto_create_subnetworks=False,
+            routing_mode="REGIONAL",
+            opts=cloud.opts(self),
+        )
+        self.subnet = compute.Subnetwork(
+            "subnet",
+            name=f"{name}-{gcp.region}",
+            region=gcp.region,
+            network=self.network.id,
+            ip_cidr_range=vpc.subnet_cidr,
+            private_ip_google_access=True,  # private nodes reach Google APIs (backups)
+            secondary_ip_ranges=[
+                {"range_name": PODS_RANGE, "ip_cidr_range": vpc.pods_cidr},
+                {"range_name": SERVICES_RANGE, "ip_cidr_range": vpc.services_cidr},
+            ],
+            log_config={"aggregation_interval": "INTERVAL_5_MIN", "flow_sampling": 0.5},
+            opts=cloud.opts(self),
+        )
+        router = compute.Router(
+            "router", name=name, region=gcp.region, network=self.network.id, opts=cloud.opts(self)
+        )
+        compute.RouterNat(
+            "nat",
+            name=name,
+            router=router.name,
+            region=gcp.region,
+            nat_ip_allocate_option="AUTO_ONLY",
+            source_subnetwork_ip_ranges_to_nat="ALL_SUBNETWORKS_ALL_IP_RANGES",
+            log_config={"enable": True, "filter": "ERRORS_ONLY"},
+            opts=cloud.opts(self),
+        )
+        self.register_outputs({"network": self.network.id, "subnet": self.subnet.id})
