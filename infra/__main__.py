@@ -24,6 +24,10 @@ from infra.k8s.sse_proxy import SseProxy, in_cluster_url
 from infra.k8s.tls import ClusterTls
 from redisops import acl
 
+# The one secret setting: an existing cluster's kubeconfig (`pulumi config set --secret
+# kubeconfig < file`). Read as a secret Output, never into the settings model.
+KUBECONFIG_KEY = "kubeconfig"
+
 
 def stack_config() -> dict[str, Any]:
     """Every `redis-platform:*` key of the stack, JSON values decoded. Read as a whole (not
@@ -32,7 +36,7 @@ def stack_config() -> dict[str, Any]:
     merged = {**(runtime_config.get_config_env() or {}), **runtime_config.CONFIG.get()}
     result: dict[str, Any] = {}
     for key, raw in merged.items():
-        if not key.startswith(prefix):
+        if not key.startswith(prefix) or key == prefix + KUBECONFIG_KEY:
             continue
         try:
             result[key[len(prefix) :]] = json.loads(raw)
@@ -57,7 +61,8 @@ class GoogleCloud:
             self.cluster = gke.GkeCluster("gke", self.cloud, network)
             self.kubeconfig = self.cluster.kubeconfig
         else:
-            self.kubeconfig = gke.existing_kubeconfig(self.cloud)
+            given = pulumi.Config(stack_settings.PROJECT).get_secret(KUBECONFIG_KEY)
+            self.kubeconfig = given if given is not None else gke.existing_kubeconfig(self.cloud)
         self.bucket = storage.BackupBucket("backup-bucket", self.cloud)
         self.identities = identity.Identities("identities", self.cloud, self.bucket)
         self.registry_url: pulumi.Output[str] | None = None

@@ -268,7 +268,11 @@ async def _resolve_outputs(outputs: dict[str, Any]) -> dict[str, tuple[Any, bool
     return resolved
 
 
-def run(stack: str, overrides: dict[str, Any] | None = None) -> Plan:
+def run(
+    stack: str,
+    overrides: dict[str, Any] | None = None,
+    secret_config: dict[str, str] | None = None,
+) -> Plan:
     """Run infra/__main__.py's program for `stack` and return what it registered."""
     from infra import __main__ as program
 
@@ -276,7 +280,8 @@ def run(stack: str, overrides: dict[str, Any] | None = None) -> Plan:
     asyncio.set_event_loop(asyncio.new_event_loop())
     plan = Plan(stack)
     mock = _Mocks(plan)
-    pulumi.runtime.set_all_config(stack_config(stack, overrides))
+    secret = {f"{PROJECT}:{k}": v for k, v in (secret_config or {}).items()}
+    pulumi.runtime.set_all_config({**stack_config(stack, overrides), **secret}, list(secret))
     mocks.set_mocks(
         mock, project=PROJECT, stack=stack, preview=False, monitor=RecordingMonitor(mock, plan)
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from infra.gcp.edge import RUNBOOK
 from infra.gcp.gke import NODE_ROLES
 from infra.k8s.common import POOL_LABEL
 from infra.settings import BROAD_ROLES
@@ -129,6 +130,17 @@ def test_gke_cluster(plan: harness.Plan, settings: Any) -> None:
     # the node account holds GKE's minimal node roles, nothing else on the project
     roles = {r.inputs["role"] for r in plan.of_type("gcp:projects/iAMMember:IAMMember")}
     assert roles == set(NODE_ROLES)
+
+
+def test_an_existing_cluster_from_a_secret_kubeconfig() -> None:
+    given = json.dumps({"apiVersion": "v1", "kind": "Config", "clusters": [], "users": []})
+    plan = harness.run("prod", EXISTING, secret_config={"kubeconfig": given})
+    (provider,) = plan.of_type("pulumi:providers:kubernetes")
+    assert harness.is_secret(provider.raw["kubeconfig"])
+    assert provider.inputs["kubeconfig"] == given
+    assert not [t for t, _ in plan.invokes if t == "gcp:container/getCluster:getCluster"]
+    assert not [r for r in plan.resources if r.type.startswith("gcp:container/")]
+    assert plan.outputs["kubeconfig"] == (given, True)
 
 
 def test_kubernetes_provider_comes_from_the_cluster(plan: harness.Plan) -> None:
@@ -293,6 +305,8 @@ def test_edge_and_uptime_alerting(plan: harness.Plan, settings: Any) -> None:
     assert policy["notificationChannels"] == list(settings.gcp.alerting.notification_channels)
     condition = policy["conditions"][0]["conditionThreshold"]
     assert 'check_id="sse-proxy-healthz-1a2b"' in condition["filter"]
+    assert RUNBOOK in policy["documentation"]["content"]
+    assert (harness.ROOT / RUNBOOK).is_file()
 
 
 def test_workloads_land_on_their_pools(plan: harness.Plan, settings: Any) -> None:

@@ -395,6 +395,9 @@ def test_chart_renders_valid_objects_referencing_only_planned_secrets(
 ) -> None:
     objects = chart_objects[stack]
     assert {"Deployment", "Service", "NetworkPolicy"} <= {o["kind"] for o in objects}
+    hostname = harness.settings(stack).proxy.hostname
+    certificates = [o["spec"]["domains"] for o in objects if o["kind"] == "ManagedCertificate"]
+    assert certificates == ([[hostname]] if hostname else [])  # Google-managed, for the edge
     planned = {
         s.object_name: set(s.inputs.get("stringData", {})) | set(s.inputs.get("data", {}))
         for s in plan.kube("Secret")
