@@ -6,6 +6,7 @@ components in infra/k8s do, from the validated settings (infra/settings.py).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -52,7 +53,9 @@ class GoogleCloud:
         from infra.gcp import common, gke, identity, registry, storage
 
         assert settings.gcp is not None
-        self.cloud = common.Cloud(settings, common.provider(settings.gcp))
+        bare = common.Cloud(settings, common.provider(settings.gcp))
+        apis = common.ProjectApis("apis", bare)
+        self.cloud = dataclasses.replace(bare, apis=apis.services)
         self.cluster: gke.GkeCluster | None = None
         if settings.gcp.gke.create:
             from infra.gcp.network import Network

@@ -26,6 +26,8 @@ class Cloud:
 
     settings: StackSettings
     provider: gcp_provider.Provider
+    #: the project's APIs this layer needs; every resource waits for them
+    apis: tuple[pulumi.Resource, ...] = ()
 
     @property
     def gcp(self) -> GcpSettings:
@@ -37,7 +39,10 @@ class Cloud:
         return {"app": "redis-platform", "environment": self.settings.environment}
 
     def opts(self, parent: pulumi.Resource, **extra: Any) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(parent=parent, provider=self.provider, **extra)
+        depends_on = [*self.apis, *extra.pop("depends_on", [])]
+        return pulumi.ResourceOptions(
+            parent=parent, provider=self.provider, depends_on=depends_on, **extra
+        )
 
     def workload_member(self, namespace: str, service_account: str) -> str:
         """The IAM member of a Kubernetes ServiceAccount under Workload Identity."""
@@ -51,3 +56,44 @@ def provider(settings: GcpSettings) -> gcp_provider.Provider:
         region=settings.region,
         default_labels={"managed-by": "pulumi", "app": "redis-platform"},
     )
+
+
+def required_apis(settings: GcpSettings) -> list[str]:
+    """The Google APIs the declared resources need, for a fresh project."""
+    apis = [
+        "compute.googleapis.com",
+        "iam.googleapis.com",
+        "storage.googleapis.com",
+        "secretmanager.googleapis.com",
+        "monitoring.googleapis.com",
+    ]
+    apis.append("container.googleapis.com")  # creating or reading the cluster
+    if settings.bucket.cmek is not None:
+        apis.append("cloudkms.googleapis.com")
+    if settings.registry is not None:
+        apis.append("artifactregistry.googleapis.com")
+    if settings.alerting is not None and settings.alerting.dns_zone:
+        apis.append("dns.googleapis.com")
+    return apis
+
+
+class ProjectApis(pulumi.ComponentResource):
+    """Enables the APIs (and leaves them enabled on destroy: other users may rely on them)."""
+
+    def __init__(
+        self, resource_name: str, cloud: Cloud, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        import pulumi_gcp.projects as projects
+
+        super().__init__("redis-platform:gcp:ProjectApis", resource_name, None, opts)
+        self.services = tuple(
+            projects.Service(
+                api.split(".")[0],
+                service=api,
+                disable_on_destroy=False,
+                disable_dependent_services=False,
+                opts=cloud.opts(self),
+            )
+            for api in required_apis(cloud.gcp)
+        )
+        self.register_outputs({"apis": required_apis(cloud.gcp)})

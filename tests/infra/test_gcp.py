@@ -64,6 +64,23 @@ def one(plan: harness.Plan, type_: str, name: str | None = None) -> dict[str, An
     return found[0].inputs
 
 
+def test_every_resource_waits_for_the_apis_it_needs(plan: harness.Plan, settings: Any) -> None:
+    services = plan.of_type("gcp:projects/service:Service")
+    enabled = {s.inputs["service"] for s in services}
+    assert {"container.googleapis.com", "secretmanager.googleapis.com"} <= enabled
+    assert ("cloudkms.googleapis.com" in enabled) == (settings.gcp.bucket.cmek is not None)
+    assert all(s.inputs["disableOnDestroy"] is False for s in services)
+    used = {r.type.split(":")[1].split("/")[0] for r in plan.resources if r.type.startswith("gcp:")}
+    for api in ("compute", "container", "kms", "secretmanager", "artifactregistry", "dns"):
+        if api in used:
+            name = "cloudkms" if api == "kms" else api
+            assert f"{name}.googleapis.com" in enabled, api
+    urns = {s.urn for s in services}
+    for resource in plan.resources:
+        if resource.type.startswith("gcp:") and resource.custom and resource not in services:
+            assert urns <= set(resource.dependencies), resource.name
+
+
 def test_network_for_private_nodes(plan: harness.Plan, settings: Any) -> None:
     if not settings.gcp.gke.create:
         assert not plan.of_type("gcp:compute/network:Network")
