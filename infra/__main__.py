@@ -100,6 +100,11 @@ def main() -> None:
         context=None if google else settings.kube_context,
         enable_server_side_apply=True,
         delete_unreachable=False,
+        # Workloads wait for the node pools they select (else the proxy's rollout could
+        # time out while its pool is still being created).
+        opts=pulumi.ResourceOptions(
+            depends_on=list(google.cluster.pools.values()) if google and google.cluster else []
+        ),
     )
     namespace = Namespace("namespace", settings.namespace, provider)
     platform = Platform(settings, provider, namespace.resource)

@@ -176,6 +176,8 @@ def test_kubernetes_provider_comes_from_the_cluster(plan: harness.Plan) -> None:
     assert config["clusters"][0]["cluster"]["server"].startswith("https://")
     value, secret = plan.outputs["kubeconfig"]
     assert secret and value == provider.inputs["kubeconfig"]
+    pools = {r.urn for r in plan.of_type("gcp:container/nodePool:NodePool")}
+    assert pools <= set(provider.dependencies)  # workloads wait for their pools
 
 
 def test_backup_bucket(plan: harness.Plan, settings: Any) -> None:
