@@ -129,6 +129,7 @@ def main() -> None:
         "jobs",
         platform,
         acl_digest=credentials.acl_digest,
+        replication_digest=credentials.replication_digest,
         node_cert_pem=tls.node_cert_pem,
         ca_cert_pem=tls.ca_cert_pem,
         proxy_url=in_cluster_url(settings) if settings.proxy.enabled else None,

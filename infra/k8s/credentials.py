@@ -81,6 +81,11 @@ class Credentials(pulumi.ComponentResource):
         self.acl_digest = pulumi.Output.unsecret(
             acl_text.apply(lambda text: hashlib.sha256(text.encode()).hexdigest())
         )
+        # The active replication password (as its SHA-256, what the ACL file holds too):
+        # switching it must re-run reconcile, which sets masterauth on running nodes.
+        self.replication_digest = pulumi.Output.unsecret(
+            self.passwords[acl.REPLICATION].apply(acl.hash_password)
+        )
         self.acl_secret = k8s.core.v1.Secret(
             "acl",
             metadata=meta(ACL_SECRET, platform.ns, "credentials"),

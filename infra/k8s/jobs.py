@@ -295,6 +295,7 @@ class Jobs(pulumi.ComponentResource):
         platform: Platform,
         *,
         acl_digest: pulumi.Output[str],
+        replication_digest: pulumi.Output[str],
         node_cert_pem: pulumi.Output[str],
         ca_cert_pem: pulumi.Output[str],
         proxy_url: str | None,
@@ -375,7 +376,9 @@ class Jobs(pulumi.ComponentResource):
         shape = json.dumps(
             {"args": reconcile_args(settings), "image": settings.platform_image}, sort_keys=True
         )
-        self.reconcile_job_name = pulumi.Output.all(acl_digest, node_cert_pem, ca_cert_pem).apply(
+        self.reconcile_job_name = pulumi.Output.all(
+            acl_digest, replication_digest, node_cert_pem, ca_cert_pem
+        ).apply(
             lambda parts: (
                 "redis-reconcile-"
                 + hashlib.sha256("\0".join([shape, *parts]).encode()).hexdigest()[:10]

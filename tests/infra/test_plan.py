@@ -326,6 +326,12 @@ def test_rotation_adds_a_second_password_and_renames_the_reconcile_job() -> None
     (reader_line,) = [line for line in text.splitlines() if line.startswith("user reader ")]
     assert reader_line.count("#") == 2
     assert rotating.outputs["reconcileJob"][0] != before.outputs["reconcileJob"][0]
+    # handing out the other replication password re-runs it too (masterauth)
+    switched = harness.run(
+        "dev", {"acl": {"rotating": ["replication"], "active": {"replication": "green"}}}
+    )
+    only_rotating = harness.run("dev", {"acl": {"rotating": ["replication"]}})
+    assert switched.outputs["reconcileJob"][0] != only_rotating.outputs["reconcileJob"][0]
     # the same config again names the same Job: nothing to redo
     assert harness.run("dev").outputs["reconcileJob"][0] == before.outputs["reconcileJob"][0]
 
