@@ -628,6 +628,18 @@ def production_problems(settings: StackSettings) -> list[tuple[str, str]]:
                 "(e.g. events.example.com)",
             )
         )
+    if (
+        settings.gcp is not None
+        and settings.gcp.gke.create
+        and not settings.gcp.gke.deletion_protection
+    ):
+        problems.append(
+            (
+                "gcp.gke.deletionProtection",
+                "is false in prod: a mistaken `pulumi destroy` would delete the cluster; "
+                "set it to true",
+            )
+        )
     if settings.redis.zone_spread != "hard":
         problems.append(
             (

@@ -406,6 +406,11 @@ def _without(d: dict[str, Any], key: str) -> dict[str, Any]:
         ),
         ({"gcp": gcp_of("prod", gke={"nodePools": None})}, "gcp.gke", "nodePools is required"),
         (
+            {"gcp": gcp_of("prod", gke={"deletionProtection": False})},
+            "gcp.gke.deletionProtection",
+            "set it to true",
+        ),
+        (
             {"gcp": gcp_of("prod", gke={"masterCidr": "172.16.0.0/24"})},
             "gcp.gke.masterCidr",
             "must be a /28",
