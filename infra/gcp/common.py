@@ -77,6 +77,18 @@ def required_apis(settings: GcpSettings) -> list[str]:
     return apis
 
 
+def required_apis_for(stack: StackSettings) -> list[str]:
+    """required_apis, plus Cloud DNS when the network gets its private Google APIs zone."""
+    from infra.gcp.network import needs_private_google_dns
+
+    assert stack.gcp is not None
+    apis = required_apis(stack.gcp)
+    private_dns = stack.gcp.gke.create and needs_private_google_dns(stack.network.google_apis_cidrs)
+    if private_dns and "dns.googleapis.com" not in apis:
+        apis.append("dns.googleapis.com")
+    return apis
+
+
 class ProjectApis(pulumi.ComponentResource):
     """Enables the APIs (and leaves them enabled on destroy: other users may rely on them)."""
 
@@ -94,6 +106,6 @@ class ProjectApis(pulumi.ComponentResource):
                 disable_dependent_services=False,
                 opts=cloud.opts(self),
             )
-            for api in required_apis(cloud.gcp)
+            for api in required_apis_for(cloud.settings)
         )
-        self.register_outputs({"apis": required_apis(cloud.gcp)})
+        self.register_outputs({"apis": required_apis_for(cloud.settings)})

@@ -1,15 +1,31 @@
-"""The VPC: one subnet with secondary ranges for pods and services (VPC-native GKE), and
-Cloud NAT so private nodes reach the internet (image pulls outside Artifact Registry)."""
+"""The VPC: one subnet with secondary ranges for pods and services (VPC-native GKE),
+Cloud NAT so private nodes reach the internet (image pulls outside Artifact Registry),
+and, when backups may only reach private.googleapis.com, the private DNS zone that sends
+*.googleapis.com there (else storage.googleapis.com resolves to public addresses the
+NetworkPolicy blocks)."""
 
 from __future__ import annotations
 
+import ipaddress
+
 import pulumi
 import pulumi_gcp.compute as compute
+import pulumi_gcp.dns as dns
 
 from infra.gcp.common import Cloud
 
 PODS_RANGE = "pods"
 SERVICES_RANGE = "services"
+# Private Google Access through private.googleapis.com (Google's documented range).
+PRIVATE_GOOGLE_APIS = ipaddress.IPv4Network("199.36.153.8/30")
+
+
+def needs_private_google_dns(google_apis_cidrs: tuple[str, ...]) -> bool:
+    """Whether Google APIs are reachable only through private.googleapis.com."""
+    networks = [ipaddress.ip_network(c) for c in google_apis_cidrs]
+    return bool(networks) and all(
+        isinstance(n, ipaddress.IPv4Network) and n.subnet_of(PRIVATE_GOOGLE_APIS) for n in networks
+    )
 
 
 class Network(pulumi.ComponentResource):
@@ -56,4 +72,32 @@ class Network(pulumi.ComponentResource):
             log_config={"enable": True, "filter": "ERRORS_ONLY"},
             opts=cloud.opts(self),
         )
+        if needs_private_google_dns(cloud.settings.network.google_apis_cidrs):
+            zone = dns.ManagedZone(
+                "googleapis",
+                name=f"{name}-googleapis",
+                dns_name="googleapis.com.",
+                visibility="private",
+                description="Google APIs through private.googleapis.com (Private Google Access)",
+                private_visibility_config={"networks": [{"network_url": self.network.id}]},
+                opts=cloud.opts(self),
+            )
+            dns.RecordSet(
+                "private-googleapis",
+                managed_zone=zone.name,
+                name="private.googleapis.com.",
+                type="A",
+                ttl=300,
+                rrdatas=[str(ip) for ip in PRIVATE_GOOGLE_APIS],
+                opts=cloud.opts(self),
+            )
+            dns.RecordSet(
+                "all-googleapis",
+                managed_zone=zone.name,
+                name="*.googleapis.com.",
+                type="CNAME",
+                ttl=300,
+                rrdatas=["private.googleapis.com."],
+                opts=cloud.opts(self),
+            )
         self.register_outputs({"network": self.network.id, "subnet": self.subnet.id})

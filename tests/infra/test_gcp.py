@@ -99,6 +99,33 @@ def test_network_for_private_nodes(plan: harness.Plan, settings: Any) -> None:
     assert one(plan, "gcp:compute/router:Router")["region"] == settings.gcp.region
 
 
+def test_private_google_apis_resolve_where_backups_may_only_reach_them(
+    plan: harness.Plan, settings: Any
+) -> None:
+    zones = plan.of_type("gcp:dns/managedZone:ManagedZone")
+    private_only = settings.network.google_apis_cidrs == ("199.36.153.8/30",)
+    if not (private_only and settings.gcp.gke.create):
+        assert not zones
+        return
+    (zone,) = zones
+    assert zone.inputs["dnsName"] == "googleapis.com."
+    assert zone.inputs["visibility"] == "private"
+    records = {
+        r.inputs["name"]: (r.inputs["type"], r.inputs["rrdatas"])
+        for r in plan.of_type("gcp:dns/recordSet:RecordSet")
+        if r.inputs["managedZone"] == zone.inputs["name"]
+    }
+    assert records == {
+        "private.googleapis.com.": (
+            "A",
+            ["199.36.153.8", "199.36.153.9", "199.36.153.10", "199.36.153.11"],
+        ),
+        "*.googleapis.com.": ("CNAME", ["private.googleapis.com."]),
+    }
+    enabled = {s.inputs["service"] for s in plan.of_type("gcp:projects/service:Service")}
+    assert "dns.googleapis.com" in enabled
+
+
 def test_gke_cluster(plan: harness.Plan, settings: Any) -> None:
     gcp = settings.gcp
     if not gcp.gke.create:
@@ -311,7 +338,7 @@ def test_edge_and_uptime_alerting(plan: harness.Plan, settings: Any) -> None:
     assert address.inputs["name"] == proxy.static_ip_name
     chart = plan.of_type("kubernetes:helm.sh/v4:Chart")[0].inputs["values"]["ingress"]
     assert chart["staticIpName"] == proxy.static_ip_name and chart["host"] == proxy.hostname
-    record = one(plan, "gcp:dns/recordSet:RecordSet")
+    record = one(plan, "gcp:dns/recordSet:RecordSet", "dns")
     assert (record["name"], record["type"], record["rrdatas"]) == (
         f"{proxy.hostname}.",
         "A",
