@@ -560,6 +560,9 @@ class StackSettings(Strict):
         gcp = self.gcp
         if gcp is None:
             return self
+        unfit = redis_fit_problem(self)
+        if unfit is not None:
+            raise ValueError(f"gcp.gke.nodePools.redis: {unfit}")
         bucket = f"gs://{gcp.bucket.name}"
         if self.backup.location != bucket and not self.backup.location.startswith(bucket + "/"):
             raise ValueError(
@@ -598,6 +601,75 @@ class StackSettings(Strict):
     @property
     def client_service(self) -> str:
         return f"redis-cluster.{self.namespace}.svc.{self.cluster_domain}"
+
+
+# ---- does Redis fit its node pool ---------------------------------------------------
+
+_GIB_PER_VCPU = {"standard": 4.0, "highmem": 8.0, "highcpu": 1.0}
+_UNITS = {"Ki": 2**-20, "Mi": 2**-10, "Gi": 1.0, "Ti": 2**10, "k": 1e3 / 2**30,
+          "M": 1e6 / 2**30, "G": 1e9 / 2**30, "T": 1e12 / 2**30, "": 1 / 2**30}  # fmt: skip
+
+
+def quantity_gib(quantity: str) -> float:
+    """A Kubernetes memory quantity (512Mi, 8Gi, 1G) in GiB."""
+    match = re.fullmatch(r"([0-9.]+)(Ki|Mi|Gi|Ti|k|M|G|T)?", quantity)
+    if not match:
+        raise ValueError(f"{quantity!r} is not a memory quantity like 512Mi or 8Gi")
+    return float(match.group(1)) * _UNITS[match.group(2) or ""]
+
+
+def machine_memory_gib(machine_type: str) -> float | None:
+    """Memory of a predefined <family>-<standard|highmem|highcpu>-<vCPUs> machine type;
+    None for anything else (custom, shared-core: not checked)."""
+    match = re.fullmatch(
+        r"(e2|n2|n2d|n4|c3|c3d|c4|t2d)-(standard|highmem|highcpu)-(\d+)", machine_type
+    )
+    if not match:
+        return None
+    family, kind, vcpus = match.group(1), match.group(2), int(match.group(3))
+    per_vcpu = _GIB_PER_VCPU[kind]
+    if kind == "highcpu" and family in ("c3", "c3d", "c4", "n4"):
+        per_vcpu = 2.0
+    return vcpus * per_vcpu
+
+
+def gke_allocatable_gib(memory_gib: float) -> float:
+    """What GKE leaves pods of a node's memory (its documented reservation tiers, and 100 Mi
+    for eviction)."""
+    tiers = ((4, 0.25), (4, 0.20), (8, 0.10), (112, 0.06), (float("inf"), 0.02))
+    reserved, left = 0.0, memory_gib
+    for size, share in tiers:
+        part = min(left, size)
+        reserved += part * share
+        left -= part
+        if left <= 0:
+            break
+    return memory_gib - reserved - 100 / 1024
+
+
+def redis_fit_problem(settings: StackSettings) -> str | None:
+    """Why the Redis pods cannot all be scheduled on the Redis pool, or None."""
+    gcp = settings.gcp
+    if gcp is None or not gcp.gke.create or gcp.gke.node_pools is None:
+        return None
+    pool = gcp.gke.node_pools.redis
+    memory = machine_memory_gib(pool.machine_type)
+    nodes = pool.nodes_per_zone * len(set(gcp.zones))
+    if memory is None:
+        return None
+    if nodes == 0:
+        return "has no nodes (nodesPerZone 0): the Redis pods could not be scheduled"
+    per_node = -(-settings.redis.pods // nodes)
+    # the exporter sidecar requests 32Mi next to each Redis container
+    need = per_node * (quantity_gib(settings.redis.resources.memory) + 32 / 1024)
+    have = gke_allocatable_gib(memory)
+    if need > have:
+        return (
+            f"{per_node} Redis pods of {settings.redis.resources.memory} per node need "
+            f"{need:.1f} GiB; {pool.machine_type} leaves pods about {have:.1f} GiB. Use a "
+            "larger machineType or more nodesPerZone"
+        )
+    return None
 
 
 def production_problems(settings: StackSettings) -> list[tuple[str, str]]:

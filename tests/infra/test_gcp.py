@@ -11,7 +11,7 @@ import pytest
 from infra.gcp.edge import RUNBOOK
 from infra.gcp.gke import NODE_ROLES
 from infra.k8s.common import POOL_LABEL
-from infra.settings import BROAD_ROLES
+from infra.settings import BROAD_ROLES, gke_allocatable_gib, machine_memory_gib, quantity_gib
 from redisops import acl
 from redisops.errors import ConfigError
 from tests.infra import harness
@@ -433,6 +433,20 @@ def _without(d: dict[str, Any], key: str) -> dict[str, Any]:
         ),
         ({"gcp": gcp_of("prod", gke={"nodePools": None})}, "gcp.gke", "nodePools is required"),
         (
+            {
+                "gcp": gcp_of(
+                    "prod",
+                    gke={
+                        "nodePools": {
+                            "redis": {"machineType": "n2-highmem-2", "nodesPerZone": 1},
+                        }
+                    },
+                )
+            },
+            "gcp.gke.nodePools.redis",
+            "3 Redis pods of 8Gi per node need 24.1 GiB; n2-highmem-2 leaves pods about 13.3 GiB",
+        ),
+        (
             {"gcp": gcp_of("prod", gke={"deletionProtection": False})},
             "gcp.gke.deletionProtection",
             "set it to true",
@@ -500,3 +514,22 @@ def test_gcp_mistakes_name_the_key_and_the_fix(
     message = error_of("prod", overrides)
     assert f"redis-platform:{key}:" in message, message
     assert says in message, message
+
+
+@pytest.mark.parametrize(
+    ("quantity", "gib"),
+    [("8Gi", 8.0), ("512Mi", 0.5), ("1G", 1e9 / 2**30), ("2048Ki", 2 / 1024), ("1.5Gi", 1.5)],
+)
+def test_memory_quantities(quantity: str, gib: float) -> None:
+    assert quantity_gib(quantity) == pytest.approx(gib)
+
+
+def test_machine_memory_and_what_gke_leaves() -> None:
+    assert machine_memory_gib("n2-highmem-4") == 32
+    assert machine_memory_gib("e2-standard-2") == 8
+    assert machine_memory_gib("c3-highcpu-4") == 8
+    assert machine_memory_gib("e2-custom-4-8192") is None  # not checked
+    # GKE's reservation: 25 % of 4 GiB, 20 % of the next 4, 10 % of the next 8, 6 % above
+    assert gke_allocatable_gib(32) == pytest.approx(32 - 1 - 0.8 - 0.8 - 0.96 - 100 / 1024)
+    with pytest.raises(ValueError, match="not a memory quantity"):
+        quantity_gib("8 GB")
