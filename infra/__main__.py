@@ -7,7 +7,6 @@ components in infra/k8s do, from the validated settings (infra/settings.py).
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 import pulumi
@@ -25,25 +24,12 @@ from infra.k8s.sse_proxy import SseProxy, in_cluster_url
 from infra.k8s.tls import ClusterTls
 from redisops import acl
 
-# The one secret setting: an existing cluster's kubeconfig (`pulumi config set --secret
-# kubeconfig < file`). Read as a secret Output, never into the settings model.
-KUBECONFIG_KEY = "kubeconfig"
-
 
 def stack_config() -> dict[str, Any]:
-    """Every `redis-platform:*` key of the stack, JSON values decoded. Read as a whole (not
-    key by key) so a misspelt key is an error instead of a silently ignored setting."""
-    prefix = f"{stack_settings.PROJECT}:"
+    """Every `redis-platform:*` key of the stack, read as a whole (not key by key) so a
+    misspelt key is an error instead of a silently ignored setting."""
     merged = {**(runtime_config.get_config_env() or {}), **runtime_config.CONFIG.get()}
-    result: dict[str, Any] = {}
-    for key, raw in merged.items():
-        if not key.startswith(prefix) or key == prefix + KUBECONFIG_KEY:
-            continue
-        try:
-            result[key[len(prefix) :]] = json.loads(raw)
-        except (TypeError, ValueError):
-            result[key[len(prefix) :]] = raw
-    return result
+    return stack_settings.from_pulumi_config(merged)
 
 
 class GoogleCloud:
@@ -64,7 +50,7 @@ class GoogleCloud:
             self.cluster = gke.GkeCluster("gke", self.cloud, network)
             self.kubeconfig = self.cluster.kubeconfig
         else:
-            given = pulumi.Config(stack_settings.PROJECT).get_secret(KUBECONFIG_KEY)
+            given = pulumi.Config(stack_settings.PROJECT).get_secret(stack_settings.KUBECONFIG_KEY)
             self.kubeconfig = given if given is not None else gke.existing_kubeconfig(self.cloud)
         self.bucket = storage.BackupBucket("backup-bucket", self.cloud)
         self.identities = identity.Identities("identities", self.cloud, self.bucket)

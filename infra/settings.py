@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from redisops.acl import DEFAULT_STREAMS, ROLES, validate_stream_patterns
 from redisops.conf import MaxmemoryPolicy
@@ -249,12 +258,7 @@ class NetworkSettings(Strict):
     @field_validator("api_server_cidrs", "google_apis_cidrs", "load_balancer_cidrs")
     @classmethod
     def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for cidr in value:
-            try:
-                ipaddress.ip_network(cidr)
-            except ValueError as exc:
-                raise ValueError(f"{cidr!r} is not a CIDR block like 10.0.0.0/28") from exc
-        return value
+        return tuple(_cidr(cidr) for cidr in value)
 
 
 class MonitoringSettings(Strict):
@@ -497,19 +501,14 @@ class GcpSettings(Strict):
     registry: RegistrySettings | None = None
     alerting: AlertingSettings | None = None
 
-    @model_validator(mode="after")
-    def _zones(self) -> GcpSettings:
-        for zone in self.zones:
-            if not re.match(GCP_ZONE, zone) or not zone.startswith(self.region + "-"):
-                raise ValueError(
-                    f"zones: {zone!r} is not a zone of {self.region} (e.g. {self.region}-b)"
-                )
-        if self.gke.create and len(set(self.zones)) < 3:
-            raise ValueError(
-                f"zones: a regional cluster spreads Redis across three zones; {self.region} "
-                f"was given {len(set(self.zones))} ({', '.join(self.zones)})"
-            )
-        return self
+    @field_validator("zones")
+    @classmethod
+    def _zones(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        region = info.data.get("region")  # absent when the region itself was invalid
+        for zone in value:
+            if not re.match(GCP_ZONE, zone) or (region and not zone.startswith(region + "-")):
+                raise ValueError(f"{zone!r} is not a zone of {region} (e.g. {region}-b)")
+        return value
 
 
 class StackSettings(Strict):
@@ -554,53 +553,6 @@ class StackSettings(Strict):
         if bucket.get("name") and "location" not in backup:
             data["backup"] = {**backup, "location": f"gs://{bucket['name']}/redis"}
         return data
-
-    @model_validator(mode="after")
-    def _gcp_consistent(self) -> StackSettings:
-        gcp = self.gcp
-        if gcp is None:
-            return self
-        unfit = redis_fit_problem(self)
-        if unfit is not None:
-            raise ValueError(f"gcp.gke.nodePools.redis: {unfit}")
-        bucket = f"gs://{gcp.bucket.name}"
-        if self.backup.location != bucket and not self.backup.location.startswith(bucket + "/"):
-            raise ValueError(
-                f"backup.location: {self.backup.location} is not in the bucket this stack "
-                f"creates ({bucket}); remove it (default {bucket}/redis) or use {bucket}/<prefix>"
-            )
-        if self.backup.gcp_service_account is not None:
-            raise ValueError(
-                "backup.gcpServiceAccount: the GCP layer creates the backup identity "
-                f"(redis-backup@{gcp.project}.iam.gserviceaccount.com); remove the setting"
-            )
-        locked = gcp.bucket.retention_policy_days
-        if locked is not None and locked > self.backup.retention_days:
-            raise ValueError(
-                f"gcp.bucket.retentionPolicyDays: {locked} days is longer than "
-                f"backup.retentionDays ({self.backup.retention_days}): the bucket could not "
-                "delete expired backups; lower it or raise backup.retentionDays"
-            )
-        if gcp.gke.create and gcp.gke.master_cidr not in self.network.api_server_cidrs:
-            raise ValueError(
-                f"network.apiServerCidrs: {list(self.network.api_server_cidrs)} leaves out the "
-                f"control plane ({gcp.gke.master_cidr}, gcp.gke.masterCidr): the reconcile Job "
-                "could not read pod zones; remove the setting to use masterCidr"
-            )
-        return self
-
-    # --- derived names -------------------------------------------------------------
-
-    @property
-    def headless(self) -> str:
-        return "redis-cluster-headless"
-
-    def pod_fqdn(self, ordinal: int) -> str:
-        return f"redis-cluster-{ordinal}.{self.headless}.{self.namespace}.svc.{self.cluster_domain}"
-
-    @property
-    def client_service(self) -> str:
-        return f"redis-cluster.{self.namespace}.svc.{self.cluster_domain}"
 
 
 # ---- does Redis fit its node pool ---------------------------------------------------
@@ -672,6 +624,64 @@ def redis_fit_problem(settings: StackSettings) -> str | None:
     return None
 
 
+def stack_problems(settings: StackSettings) -> list[tuple[str, str]]:
+    """(key, problem and fix) for each check across sections of the stack."""
+    gcp = settings.gcp
+    if gcp is None:
+        return []
+    problems: list[tuple[str, str]] = []
+    if gcp.gke.create and len(set(gcp.zones)) < 3:
+        problems.append(
+            (
+                "gcp.zones",
+                f"a regional cluster spreads Redis across three zones; {gcp.region} was "
+                f"given {len(set(gcp.zones))} ({', '.join(gcp.zones)})",
+            )
+        )
+    unfit = redis_fit_problem(settings)
+    if unfit is not None:
+        problems.append(("gcp.gke.nodePools.redis", unfit))
+    backup = settings.backup
+    bucket = f"gs://{gcp.bucket.name}"
+    if backup.location != bucket and not backup.location.startswith(bucket + "/"):
+        problems.append(
+            (
+                "backup.location",
+                f"{backup.location} is not in the bucket this stack creates ({bucket}); "
+                f"remove it (default {bucket}/redis) or use {bucket}/<prefix>",
+            )
+        )
+    if backup.gcp_service_account is not None:
+        problems.append(
+            (
+                "backup.gcpServiceAccount",
+                "the GCP layer creates the backup identity "
+                f"(redis-backup@{gcp.project}.iam.gserviceaccount.com); remove the setting",
+            )
+        )
+    locked = gcp.bucket.retention_policy_days
+    if locked is not None and locked > backup.retention_days:
+        problems.append(
+            (
+                "gcp.bucket.retentionPolicyDays",
+                f"{locked} days is longer than backup.retentionDays ({backup.retention_days}): "
+                "the bucket could not delete expired backups; lower it or raise "
+                "backup.retentionDays",
+            )
+        )
+    api_servers = settings.network.api_server_cidrs
+    if gcp.gke.create and gcp.gke.master_cidr not in api_servers:
+        problems.append(
+            (
+                "network.apiServerCidrs",
+                f"{list(api_servers)} leaves out the control plane ({gcp.gke.master_cidr}, "
+                "gcp.gke.masterCidr): the reconcile Job could not read pod zones; remove the "
+                "setting to use masterCidr",
+            )
+        )
+    return problems
+
+
 def production_problems(settings: StackSettings) -> list[tuple[str, str]]:
     """(key, problem and fix) for each rule prod adds to what any stack must satisfy."""
     problems: list[tuple[str, str]] = []
@@ -722,6 +732,27 @@ def production_problems(settings: StackSettings) -> list[tuple[str, str]]:
     return problems
 
 
+# The one secret setting: an existing cluster's kubeconfig (`pulumi config set --secret
+# kubeconfig < file`). Read as a secret Output by the program, never into the settings.
+KUBECONFIG_KEY = "kubeconfig"
+
+
+def from_pulumi_config(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The `redis-platform:*` keys of a config as the Pulumi CLI hands them to a program
+    (structured values JSON-encoded), without the prefix and decoded; the secret
+    kubeconfig left out."""
+    prefix = f"{PROJECT}:"
+    result: dict[str, Any] = {}
+    for key, value in raw.items():
+        if not key.startswith(prefix) or key == prefix + KUBECONFIG_KEY:
+            continue
+        try:
+            result[key.removeprefix(prefix)] = json.loads(value)
+        except (TypeError, ValueError):
+            result[key.removeprefix(prefix)] = value
+    return result
+
+
 def load(config: Mapping[str, Any]) -> StackSettings:
     """Validate the stack's config (keys without the `redis-platform:` prefix).
 
@@ -733,41 +764,20 @@ def load(config: Mapping[str, Any]) -> StackSettings:
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            key = ".".join(str(p) for p in error["loc"])
+            key = ".".join(str(p) for p in error["loc"]) or "config"
             message = str(error["msg"]).removeprefix("Value error, ")
-            # A check across fields names its key at the start of the message.
-            named = re.match(r"^([a-zA-Z][\w.]*): ", message)
-            if named and error["type"] == "value_error" and _is_model(error["loc"]):
-                key = f"{key}.{named.group(1)}" if key else named.group(1)
-                message = message[named.end() :]
-            key = key or "config"
             if error["type"] == "missing":
                 message = "is required; set it in Pulumi.<stack>.yaml"
             elif error["type"] == "extra_forbidden":
                 message = "is not a known setting (a typo?); see infra/settings.py"
             lines.append(f"{PROJECT}:{key}: {message}")
         raise ConfigError("\n".join(lines)) from exc
+    problems = stack_problems(settings)
     if settings.environment == "prod":
-        problems = production_problems(settings)
-        if problems:
-            raise ConfigError("\n".join(f"{PROJECT}:{k}: {m}" for k, m in problems))
+        problems += production_problems(settings)
+    if problems:
+        raise ConfigError("\n".join(f"{PROJECT}:{k}: {m}" for k, m in problems))
     return settings
-
-
-def _is_model(loc: tuple[int | str, ...]) -> bool:
-    """Whether `loc` (aliases) names a whole settings model, whose checks across fields
-    begin their message with the field they are about."""
-    model: Any = StackSettings
-    for part in loc:
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            return False
-        field = next((f for name, f in model.model_fields.items() if part in (name, f.alias)), None)
-        if field is None:
-            return False
-        annotation = field.annotation
-        options = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
-        model = options[0] if len(options) == 1 else annotation
-    return isinstance(model, type) and issubclass(model, BaseModel)
 
 
 # ---- cron ------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import pulumi_gcp.provider as gcp_provider
 
 from infra.settings import GcpSettings, StackSettings
 
+DAY_S = 86400
 BACKUP_ACCOUNT = "redis-backup"
 DRILL_ACCOUNT = "redis-drill"
 NODE_ACCOUNT = "redis-nodes"
@@ -58,33 +59,27 @@ def provider(settings: GcpSettings) -> gcp_provider.Provider:
     )
 
 
-def required_apis(settings: GcpSettings) -> list[str]:
+def required_apis(stack: StackSettings) -> list[str]:
     """The Google APIs the declared resources need, for a fresh project."""
+    from infra.gcp.network import needs_private_google_dns
+
+    settings = stack.gcp
+    assert settings is not None
     apis = [
         "compute.googleapis.com",
+        "container.googleapis.com",  # creating or reading the cluster
         "iam.googleapis.com",
         "storage.googleapis.com",
         "secretmanager.googleapis.com",
         "monitoring.googleapis.com",
     ]
-    apis.append("container.googleapis.com")  # creating or reading the cluster
     if settings.bucket.cmek is not None:
         apis.append("cloudkms.googleapis.com")
     if settings.registry is not None:
         apis.append("artifactregistry.googleapis.com")
-    if settings.alerting is not None and settings.alerting.dns_zone:
-        apis.append("dns.googleapis.com")
-    return apis
-
-
-def required_apis_for(stack: StackSettings) -> list[str]:
-    """required_apis, plus Cloud DNS when the network gets its private Google APIs zone."""
-    from infra.gcp.network import needs_private_google_dns
-
-    assert stack.gcp is not None
-    apis = required_apis(stack.gcp)
-    private_dns = stack.gcp.gke.create and needs_private_google_dns(stack.network.google_apis_cidrs)
-    if private_dns and "dns.googleapis.com" not in apis:
+    zone = settings.alerting is not None and settings.alerting.dns_zone
+    private_dns = settings.gke.create and needs_private_google_dns(stack.network.google_apis_cidrs)
+    if zone or private_dns:
         apis.append("dns.googleapis.com")
     return apis
 
@@ -98,6 +93,7 @@ class ProjectApis(pulumi.ComponentResource):
         import pulumi_gcp.projects as projects
 
         super().__init__("redis-platform:gcp:ProjectApis", resource_name, None, opts)
+        apis = required_apis(cloud.settings)
         self.services = tuple(
             projects.Service(
                 api.split(".")[0],
@@ -106,6 +102,6 @@ class ProjectApis(pulumi.ComponentResource):
                 disable_dependent_services=False,
                 opts=cloud.opts(self),
             )
-            for api in required_apis_for(cloud.settings)
+            for api in apis
         )
-        self.register_outputs({"apis": required_apis_for(cloud.settings)})
+        self.register_outputs({"apis": apis})

@@ -5,9 +5,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_gcp.artifactregistry as artifactregistry
 
-from infra.gcp.common import Cloud
-
-DAY_S = 86400
+from infra.gcp.common import DAY_S, Cloud
 
 
 class Registry(pulumi.ComponentResource):

@@ -8,9 +8,8 @@ import pulumi
 import pulumi_gcp.kms as kms
 import pulumi_gcp.storage as storage
 
-from infra.gcp.common import Cloud
+from infra.gcp.common import DAY_S, Cloud
 
-DAY_S = 86400
 # Versions replaced or deleted are kept this long (undo an accidental overwrite).
 NONCURRENT_DAYS = 7
 

@@ -39,6 +39,16 @@ PROXY_SELECTOR = {
 }
 
 
+def service_host(settings: StackSettings, name: str) -> str:
+    """The in-cluster DNS name of a Service (or `<pod>.<headless service>`)."""
+    return f"{name}.{settings.namespace}.svc.{settings.cluster_domain}"
+
+
+def redis_client_endpoint(settings: StackSettings) -> str:
+    """host:port of the Redis client Service."""
+    return f"{service_host(settings, CLIENT_SERVICE)}:{REDIS_PORT}"
+
+
 def dedicated_pools(settings: StackSettings) -> bool:
     """Whether the cluster is the GCP layer's own, with a pool per workload."""
     return settings.gcp is not None and settings.gcp.gke.create

@@ -268,6 +268,35 @@ def smoke_job(settings: StackSettings) -> dict[str, Any]:
     }
 
 
+def _grant(
+    platform: Platform,
+    parent: pulumi.Resource,
+    resource_name: str,
+    account: k8s.core.v1.ServiceAccount,
+    name: str,
+    rules: list[dict[str, Any]],
+    cluster_wide: bool = False,
+) -> None:
+    """A Role (ClusterRole when cluster_wide) named `name` with `rules`, bound to the
+    ServiceAccount `account`."""
+    ns = platform.ns
+    kind = "ClusterRole" if cluster_wide else "Role"
+    metadata = meta(name, None if cluster_wide else ns, "jobs")
+    role_type, binding_type = (
+        (k8s.rbac.v1.ClusterRole, k8s.rbac.v1.ClusterRoleBinding)
+        if cluster_wide
+        else (k8s.rbac.v1.Role, k8s.rbac.v1.RoleBinding)
+    )
+    role = role_type(resource_name, metadata=metadata, rules=rules, opts=platform.opts(parent))
+    binding_type(
+        resource_name,
+        metadata=metadata,
+        role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name},
+        subjects=[{"kind": "ServiceAccount", "name": account.metadata.name, "namespace": ns}],
+        opts=platform.opts(parent, depends_on=[role, account]),
+    )
+
+
 def _service_account(
     platform: Platform,
     parent: pulumi.Resource,
@@ -312,43 +341,12 @@ class Jobs(pulumi.ComponentResource):
 
         # --- reconcile: may read its pods' nodes for their zones, nothing else --------
         reconcile_sa = _service_account(platform, self, "redis-reconcile")
-        pod_reader = k8s.rbac.v1.Role(
-            "reconcile-pods",
-            metadata=meta("redis-reconcile", ns, "jobs"),
-            rules=[
-                {"apiGroups": [""], "resources": ["pods"], "resourceNames": pods, "verbs": ["get"]}
-            ],
-            opts=platform.opts(self),
-        )
-        k8s.rbac.v1.RoleBinding(
-            "reconcile-pods",
-            metadata=meta("redis-reconcile", ns, "jobs"),
-            role_ref={
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": "redis-reconcile",
-            },
-            subjects=[{"kind": "ServiceAccount", "name": "redis-reconcile", "namespace": ns}],
-            opts=platform.opts(self, depends_on=[pod_reader, reconcile_sa]),
-        )
-        node_reader_name = f"redis-platform-{ns}-node-zones"
-        node_reader = k8s.rbac.v1.ClusterRole(
-            "reconcile-nodes",
-            metadata=meta(node_reader_name, None, "jobs"),
-            rules=[{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}],
-            opts=platform.opts(self),
-        )
-        k8s.rbac.v1.ClusterRoleBinding(
-            "reconcile-nodes",
-            metadata=meta(node_reader_name, None, "jobs"),
-            role_ref={
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": node_reader_name,
-            },
-            subjects=[{"kind": "ServiceAccount", "name": "redis-reconcile", "namespace": ns}],
-            opts=platform.opts(self, depends_on=[node_reader, reconcile_sa]),
-        )
+        _grant(platform, self, "reconcile-pods", reconcile_sa, "redis-reconcile",
+               [{"apiGroups": [""], "resources": ["pods"], "resourceNames": pods,
+                 "verbs": ["get"]}])  # fmt: skip
+        _grant(platform, self, "reconcile-nodes", reconcile_sa, f"redis-platform-{ns}-node-zones",
+               [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}],
+               cluster_wide=True)  # fmt: skip
         reconcile_roles = (acl.OPERATOR, acl.ADMIN, acl.REPLICATION)
         template = job_pod(
             settings,
@@ -448,30 +446,9 @@ class Jobs(pulumi.ComponentResource):
         # --- smoke: the spec, its target file and its rights -------------------------
         smoke_sa = _service_account(platform, self, "redis-smoke")
         if settings.environment != "prod":
-            killer = k8s.rbac.v1.Role(
-                "smoke-pods",
-                metadata=meta("redis-smoke", ns, "jobs"),
-                rules=[
-                    {
-                        "apiGroups": [""],
-                        "resources": ["pods"],
-                        "resourceNames": pods,
-                        "verbs": ["get", "delete"],
-                    }
-                ],
-                opts=platform.opts(self),
-            )
-            k8s.rbac.v1.RoleBinding(
-                "smoke-pods",
-                metadata=meta("redis-smoke", ns, "jobs"),
-                role_ref={
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "Role",
-                    "name": "redis-smoke",
-                },
-                subjects=[{"kind": "ServiceAccount", "name": "redis-smoke", "namespace": ns}],
-                opts=platform.opts(self, depends_on=[killer, smoke_sa]),
-            )
+            _grant(platform, self, "smoke-pods", smoke_sa, "redis-smoke",
+                   [{"apiGroups": [""], "resources": ["pods"], "resourceNames": pods,
+                     "verbs": ["get", "delete"]}])  # fmt: skip
         self.smoke_target = smoke_target(settings, proxy_url)
         k8s.core.v1.ConfigMap(
             "smoke-target",

@@ -31,7 +31,9 @@ from infra.k8s.common import (
     labels,
     meta,
     pool_placement,
+    redis_client_endpoint,
     restricted_pod,
+    service_host,
 )
 from infra.settings import StackSettings
 from redisops import acl
@@ -78,7 +80,7 @@ def node_spec(settings: StackSettings) -> NodeSpec:
 
 
 def pod_dns_name(settings: StackSettings, pod: str) -> str:
-    return f"{pod}.{HEADLESS}.{settings.namespace}.svc.{settings.cluster_domain}"
+    return service_host(settings, f"{pod}.{HEADLESS}")
 
 
 def pod_endpoints(settings: StackSettings) -> list[str]:
@@ -366,7 +368,7 @@ class RedisCluster(pulumi.ComponentResource):
                 },
                 opts=platform.opts(self),
             )
-        self.client_endpoint = f"{CLIENT_SERVICE}.{ns}.svc.{settings.cluster_domain}:{REDIS_PORT}"
+        self.client_endpoint = redis_client_endpoint(settings)
         self.node_endpoints = pod_endpoints(settings)
         self.register_outputs(
             {"client_endpoint": self.client_endpoint, "node_endpoints": self.node_endpoints}

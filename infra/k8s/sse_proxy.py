@@ -17,13 +17,14 @@ import pulumi_kubernetes as k8s
 from infra.k8s import credentials as creds
 from infra.k8s import tls as tls_names
 from infra.k8s.common import (
-    CLIENT_SERVICE,
     PROXY_PORT,
     PROXY_RELEASE,
     REDIS_PORT,
     REDIS_SELECTOR,
     Platform,
     pool_placement,
+    redis_client_endpoint,
+    service_host,
     split_image,
 )
 from infra.settings import StackSettings
@@ -47,9 +48,7 @@ def chart_values(settings: StackSettings) -> dict[str, Any]:
         },
         "redis": {
             "mode": "cluster",
-            "nodes": [
-                f"{CLIENT_SERVICE}.{settings.namespace}.svc.{settings.cluster_domain}:{REDIS_PORT}"
-            ],
+            "nodes": [redis_client_endpoint(settings)],
             "tls": {"enabled": True, "secretName": tls_names.CLIENTS["sse-proxy"]},
             "reader": {
                 "username": acl.READER,
@@ -89,10 +88,6 @@ def chart_values(settings: StackSettings) -> dict[str, Any]:
     }
 
 
-def client_endpoint(settings: StackSettings) -> str:
-    return f"{CLIENT_SERVICE}.{settings.namespace}.svc.{settings.cluster_domain}:{REDIS_PORT}"
-
-
 def proxy_url(settings: StackSettings) -> str:
     """Where browsers (public hostname) or in-cluster callers reach the proxy."""
     if settings.proxy.hostname:
@@ -101,7 +96,7 @@ def proxy_url(settings: StackSettings) -> str:
 
 
 def in_cluster_url(settings: StackSettings) -> str:
-    return f"http://{PROXY_RELEASE}.{settings.namespace}.svc.{settings.cluster_domain}:{PROXY_PORT}"
+    return f"http://{service_host(settings, PROXY_RELEASE)}:{PROXY_PORT}"
 
 
 class SseProxy(pulumi.ComponentResource):

@@ -12,6 +12,7 @@ plan for them; generated passwords are returned as secrets, as the engine does f
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from typing import Any
 import pulumi
 import yaml
 from pulumi.runtime import mocks, rpc
+from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,8 +85,10 @@ class Registration:
     custom: bool
     raw: dict[str, Any]  # inputs with secret markers
 
-    @property
+    @functools.cached_property
     def inputs(self) -> dict[str, Any]:
+        """The inputs without secret markers, numbers as Kubernetes wants them (computed
+        once: tests look at every resource many times; treat as read-only)."""
         inputs: dict[str, Any] = ints(unwrap(self.raw))
         return inputs
 
@@ -95,9 +99,7 @@ class Registration:
     @property
     def manifest(self) -> dict[str, Any]:
         """The Kubernetes object as the API server would get it."""
-        obj = self.inputs
-        obj.pop("__defaults", None)
-        return obj
+        return {k: v for k, v in self.inputs.items() if k != "__defaults"}
 
     @property
     def object_name(self) -> str:
@@ -285,13 +287,10 @@ def run(
     mocks.set_mocks(
         mock, project=PROJECT, stack=stack, preview=False, monitor=RecordingMonitor(mock, plan)
     )
-    from pulumi.runtime.stack import run_pulumi_func
-
     _sync_await(run_pulumi_func(program.main))
     root = pulumi.runtime.settings.get_root_resource()
     assert root is not None
     plan.outputs = _sync_await(_resolve_outputs(dict(root.outputs)))  # type: ignore[attr-defined]
-    asyncio.set_event_loop(asyncio.new_event_loop())
     return plan
 
 
@@ -299,11 +298,5 @@ def settings(stack: str, overrides: dict[str, Any] | None = None) -> Any:
     """The validated StackSettings the program builds for `stack`."""
     from infra import settings as stack_settings
 
-    prefix = f"{PROJECT}:"
-    decoded = {}
-    for key, raw in stack_config(stack, overrides).items():
-        try:
-            decoded[key.removeprefix(prefix)] = json.loads(raw)
-        except ValueError:
-            decoded[key.removeprefix(prefix)] = raw
-    return stack_settings.load(decoded)
+    raw = stack_config(stack, overrides)
+    return stack_settings.load(stack_settings.from_pulumi_config(raw))

@@ -127,16 +127,11 @@ def test_writes_are_replicated_and_acknowledged(session_twin: Twin) -> None:
         cluster.close()
 
 
-def test_reconcile_cli_with_explicit_nodes_as_a_kubernetes_job_would_run_it(
-    session_twin: Twin, tmp_path: Path
-) -> None:
-    settings = session_twin.settings()
-    acl_file = tmp_path / "users.acl"
-    acl_file.write_text(session_twin.acl_text(settings))
-    tls = session_twin.client_tls(acl.OPERATOR)
-    zones = ["zone-a", "zone-b", "zone-c"]
-    nodes = [f"--node=127.0.0.1:{p}={zones[i % 3]}" for i, p in enumerate(settings.ports)]
-    args = [
+def explicit_reconcile_args(twin: Twin, nodes: list[str]) -> list[str]:
+    """`redisops reconcile` with explicit nodes and the operator's files, as the reconcile
+    Job calls it (no --target)."""
+    tls = twin.client_tls(acl.OPERATOR)
+    return [
         "reconcile",
         *nodes,
         "--shards=3",
@@ -144,10 +139,19 @@ def test_reconcile_cli_with_explicit_nodes_as_a_kubernetes_job_would_run_it(
         f"--ca={tls.ca_file}",
         f"--cert={tls.cert_file}",
         f"--key={tls.key_file}",
-        f"--password-file={session_twin.layout.password_file(acl.OPERATOR)}",
-        f"--acl-file={acl_file}",
-        "--json",
+        f"--password-file={twin.layout.password_file(acl.OPERATOR)}",
     ]
+
+
+def test_reconcile_cli_with_explicit_nodes_as_a_kubernetes_job_would_run_it(
+    session_twin: Twin, tmp_path: Path
+) -> None:
+    settings = session_twin.settings()
+    acl_file = tmp_path / "users.acl"
+    acl_file.write_text(session_twin.acl_text(settings))
+    zones = ["zone-a", "zone-b", "zone-c"]
+    nodes = [f"--node=127.0.0.1:{p}={zones[i % 3]}" for i, p in enumerate(settings.ports)]
+    args = [*explicit_reconcile_args(session_twin, nodes), f"--acl-file={acl_file}", "--json"]
     proc = cli(*args)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
@@ -167,14 +171,7 @@ def test_reconcile_reloads_certificates_and_replication_credentials_as_the_job_d
     tls = session_twin.client_tls(acl.OPERATOR)
     layout = session_twin.layout
     base = [
-        "reconcile",
-        *[f"--node=127.0.0.1:{p}" for p in settings.ports],
-        "--shards=3",
-        "--replicas=1",
-        f"--ca={tls.ca_file}",
-        f"--cert={tls.cert_file}",
-        f"--key={tls.key_file}",
-        f"--password-file={layout.password_file(acl.OPERATOR)}",
+        *explicit_reconcile_args(session_twin, [f"--node=127.0.0.1:{p}" for p in settings.ports]),
         "--reload-tls",
         f"--admin-password-file={layout.password_file(acl.ADMIN)}",
         f"--replication-password-file={layout.password_file(acl.REPLICATION)}",
