@@ -27,6 +27,7 @@ from pydantic import (
 from redisops.acl import DEFAULT_STREAMS, ROLES, validate_stream_patterns
 from redisops.conf import MaxmemoryPolicy
 from redisops.errors import ConfigError
+from redisops.topology import MIN_SHARDS
 
 PROJECT = "redis-platform"
 DIGEST = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
@@ -62,9 +63,9 @@ class RedisSettings(Strict):
     @field_validator("shards")
     @classmethod
     def _shards(cls, value: int) -> int:
-        if value < 3:
+        if value < MIN_SHARDS:
             raise ValueError(
-                f"is {value}; a Redis Cluster needs at least 3 shards so a majority of "
+                f"is {value}; a Redis Cluster needs at least {MIN_SHARDS} shards so a majority of "
                 "primaries can agree on a failover"
             )
         return value
