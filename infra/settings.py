@@ -7,7 +7,6 @@ fix it.
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import json
 import re
@@ -24,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from infra.cron import max_cron_interval_minutes
 from redisops.acl import DEFAULT_STREAMS, ROLES, validate_stream_patterns
 from redisops.conf import MaxmemoryPolicy
 from redisops.errors import ConfigError
@@ -153,8 +153,8 @@ class BackupSettings(Strict):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
-        parse_cron(value)
-        return value
+        max_cron_interval_minutes(value)  # valid for Kubernetes and runs at all
+        return value.strip()
 
     @model_validator(mode="after")
     def _retention(self) -> BackupSettings:
@@ -779,78 +779,3 @@ def load(config: Mapping[str, Any]) -> StackSettings:
     if problems:
         raise ConfigError("\n".join(f"{PROJECT}:{k}: {m}" for k, m in problems))
     return settings
-
-
-# ---- cron ------------------------------------------------------------------------------
-
-_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
-_NAMES = ("minute", "hour", "day of month", "month", "day of week")
-
-
-def parse_cron(expression: str) -> list[set[int]]:
-    """The five standard fields as sets of allowed values; ValueError names the field."""
-    fields = expression.split()
-    if len(fields) != 5:
-        raise ValueError(
-            f"{expression!r} has {len(fields)} fields; a schedule has 5: minute hour "
-            "day-of-month month day-of-week (e.g. '0 * * * *' hourly)"
-        )
-    result = []
-    for text, (low, high), name in zip(fields, _RANGES, _NAMES, strict=True):
-        allowed: set[int] = set()
-        for part in text.split(","):
-            step = 1
-            if "/" in part:
-                part, step_text = part.split("/", 1)
-                if not step_text.isdigit() or int(step_text) == 0:
-                    raise ValueError(f"{expression!r}: bad step in the {name} field")
-                step = int(step_text)
-            if part == "*":
-                start, end = low, high
-            elif "-" in part:
-                a, _, b = part.partition("-")
-                if not (a.isdigit() and b.isdigit()):
-                    raise ValueError(f"{expression!r}: bad range in the {name} field")
-                start, end = int(a), int(b)
-            elif part.isdigit():
-                start = end = int(part)
-            else:
-                raise ValueError(f"{expression!r}: {part!r} in the {name} field is not a number")
-            if not low <= start <= end <= high:
-                raise ValueError(f"{expression!r}: the {name} field must stay within {low}-{high}")
-            allowed.update(range(start, end + 1, step))
-        result.append(allowed)
-    return result
-
-
-def max_cron_interval_minutes(expression: str) -> int:
-    """The longest gap between two runs, over four weeks (minutes)."""
-    minute, hour, dom, month, dow = parse_cron(expression)
-    # As cron does: when both day fields are restricted, either one matching is enough.
-    dom_any, dow_any = (field == "*" for field in expression.split()[2::2])
-    start = dt.datetime(2026, 1, 5)  # a Monday
-    previous: dt.datetime | None = None
-    longest = 0
-    for step in range(0, 28 * 24 * 60):
-        moment = start + dt.timedelta(minutes=step)
-        if (
-            moment.minute in minute
-            and moment.hour in hour
-            and moment.month in month
-            and _day_matches(moment, dom, dow, dom_any, dow_any)
-        ):
-            if previous is not None:
-                longest = max(longest, int((moment - previous).total_seconds() // 60))
-            previous = moment
-    if previous is None:
-        raise ValueError(f"{expression!r} never runs within four weeks")
-    return longest or 28 * 24 * 60
-
-
-def _day_matches(
-    moment: dt.datetime, dom: set[int], dow: set[int], dom_any: bool, dow_any: bool
-) -> bool:
-    in_dom, in_dow = moment.day in dom, (moment.isoweekday() % 7) in dow
-    if not dom_any and not dow_any:
-        return in_dom or in_dow
-    return in_dom and in_dow
