@@ -121,6 +121,9 @@ def main() -> None:
         proxy_url=in_cluster_url(settings) if settings.proxy.enabled else None,
         depends_on=[cluster.statefulset, cluster.headless, network, *secrets],
         backup_account=google.identities.backup.email if google else None,
+        smoke_account=(
+            google.identities.smoke.email if google and google.identities.smoke else None
+        ),
     )
     role_secrets = google.role_secrets(credentials.passwords) if google else {}
 
@@ -145,6 +148,8 @@ def main() -> None:
         pulumi.export("kubeconfig", google.kubeconfig)  # secret
         pulumi.export("backupServiceAccount", google.identities.backup.email)
         pulumi.export("drillServiceAccount", google.identities.drill.email)
+        smoke = google.identities.smoke
+        pulumi.export("smokeServiceAccount", smoke.email if smoke else None)
         pulumi.export("roleSecrets", role_secrets)
         pulumi.export("registryUrl", google.registry_url)
         pulumi.export("proxyAddress", google.proxy_address)

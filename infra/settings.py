@@ -148,6 +148,12 @@ class BackupSettings(Strict):
         return value.rstrip("/")
 
     gcp_service_account: str | None = Field(default=None, alias="gcpServiceAccount")
+    smoke_service_account: str | None = Field(
+        default=None,
+        alias="smokeServiceAccount",
+        description="without the GCP layer: the Google service account (objectViewer on the "
+        "bucket) the smoke Job checks the newest backup's age as",
+    )
     slack_minutes: int = Field(default=30, alias="slackMinutes", ge=0)
 
     @field_validator("schedule")
@@ -652,14 +658,18 @@ def stack_problems(settings: StackSettings) -> list[tuple[str, str]]:
                 f"remove it (default {bucket}/redis) or use {bucket}/<prefix>",
             )
         )
-    if backup.gcp_service_account is not None:
-        problems.append(
-            (
-                "backup.gcpServiceAccount",
-                "the GCP layer creates the backup identity "
-                f"(redis-backup@{gcp.project}.iam.gserviceaccount.com); remove the setting",
+    for key, value, account in (
+        ("backup.gcpServiceAccount", backup.gcp_service_account, "redis-backup"),
+        ("backup.smokeServiceAccount", backup.smoke_service_account, "redis-smoke"),
+    ):
+        if value is not None:
+            problems.append(
+                (
+                    key,
+                    "the GCP layer creates this identity "
+                    f"({account}@{gcp.project}.iam.gserviceaccount.com); remove the setting",
+                )
             )
-        )
     locked = gcp.bucket.retention_policy_days
     if locked is not None and locked > backup.retention_days:
         problems.append(

@@ -13,12 +13,14 @@ from infra.settings import GcpSettings, StackSettings
 DAY_S = 86400
 BACKUP_ACCOUNT = "redis-backup"
 DRILL_ACCOUNT = "redis-drill"
+SMOKE_ACCOUNT = "redis-smoke"
 NODE_ACCOUNT = "redis-nodes"
 # The restore drill runs in a scratch namespace of this name (runbooks, `redisops drill`).
 DRILL_NAMESPACE = "redis-drill"
 # Kubernetes ServiceAccounts the Google identities are bound to (infra/k8s/jobs.py).
 BACKUP_KSA = "redis-backup"
 DRILL_KSA = "redis-drill"
+SMOKE_KSA = "redis-smoke"
 
 
 @dataclass(frozen=True)

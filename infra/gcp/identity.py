@@ -1,5 +1,7 @@
 """Google identities for the jobs, bound to their Kubernetes ServiceAccounts through
-Workload Identity, each with object rights on the backup bucket only."""
+Workload Identity, each with object rights on the backup bucket only: backups write and
+read back, the restore drill reads, and the smoke Job (the rollout gate) reads the newest
+backup's manifest to check its age."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from infra.gcp.common import (
     DRILL_ACCOUNT,
     DRILL_KSA,
     DRILL_NAMESPACE,
+    SMOKE_ACCOUNT,
+    SMOKE_KSA,
     Cloud,
 )
 from infra.gcp.storage import BackupBucket
@@ -21,11 +25,14 @@ from infra.gcp.storage import BackupBucket
 # replace one (old backups expire by the bucket's lifecycle rule).
 BACKUP_ROLES = ("roles/storage.objectCreator", "roles/storage.objectViewer")
 DRILL_ROLES = ("roles/storage.objectViewer",)
+SMOKE_ROLES = ("roles/storage.objectViewer",)
 
 
 class Identities(pulumi.ComponentResource):
     backup: serviceaccount.Account
     drill: serviceaccount.Account
+    #: the smoke Job's identity, when there are backups for it to check
+    smoke: serviceaccount.Account | None
 
     def __init__(
         self,
@@ -50,7 +57,22 @@ class Identities(pulumi.ComponentResource):
             DRILL_ROLES,
             cloud.workload_member(DRILL_NAMESPACE, DRILL_KSA),
         )
-        self.register_outputs({"backup": self.backup.email, "drill": self.drill.email})
+        self.smoke = None
+        if cloud.settings.backup.enabled:
+            self.smoke = self._identity(
+                cloud,
+                bucket,
+                SMOKE_ACCOUNT,
+                SMOKE_ROLES,
+                cloud.workload_member(namespace, SMOKE_KSA),
+            )
+        self.register_outputs(
+            {
+                "backup": self.backup.email,
+                "drill": self.drill.email,
+                "smoke": self.smoke.email if self.smoke else None,
+            }
+        )
 
     def _identity(
         self,

@@ -330,10 +330,12 @@ class Jobs(pulumi.ComponentResource):
         proxy_url: str | None,
         depends_on: list[pulumi.Resource],
         backup_account: pulumi.Input[str] | None = None,
+        smoke_account: pulumi.Input[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """`backup_account`: the Google service account backups act as (Workload
-        Identity); default backup.gcpServiceAccount from the stack."""
+        """`backup_account` / `smoke_account`: the Google service accounts backups and the
+        smoke Job act as (Workload Identity); default backup.gcpServiceAccount /
+        backup.smokeServiceAccount from the stack."""
         super().__init__("redis-platform:k8s:Jobs", resource_name, None, opts)
         settings = platform.settings
         ns = platform.ns
@@ -444,7 +446,13 @@ class Jobs(pulumi.ComponentResource):
             )
 
         # --- smoke: the spec, its target file and its rights -------------------------
-        smoke_sa = _service_account(platform, self, "redis-smoke")
+        # With backups, the smoke Job reads the bucket (the newest backup's age) as its own
+        # read-only Google identity.
+        smoke_annotations: dict[str, Any] = {}
+        smoke_gsa = smoke_account or settings.backup.smoke_service_account
+        if settings.backup.enabled and smoke_gsa:
+            smoke_annotations["iam.gke.io/gcp-service-account"] = smoke_gsa
+        smoke_sa = _service_account(platform, self, "redis-smoke", smoke_annotations)
         if settings.environment != "prod":
             _grant(platform, self, "smoke-pods", smoke_sa, "redis-smoke",
                    [{"apiGroups": [""], "resources": ["pods"], "resourceNames": pods,

@@ -4,8 +4,9 @@ Flows: DNS for every pod; the Redis client port from Redis pods (replication, ha
 the platform's jobs, the SSE proxy and the configured client namespaces; the cluster bus
 only among Redis pods; the exporter port from Managed Prometheus; the jobs that read the
 API (reconcile: zones; dev smoke: pod deletion) to the control plane; backups to Google
-APIs and the metadata server (Workload Identity). The SSE proxy's own policy (ingress
-from the load balancer, egress to Redis) comes with its chart.
+APIs and the metadata server (Workload Identity), and the smoke Job too (it reads the
+newest backup's age). The SSE proxy's own policy (ingress from the load balancer, egress
+to Redis) comes with its chart.
 """
 
 from __future__ import annotations
@@ -82,16 +83,36 @@ def _cidr_peers(cidrs: tuple[str, ...]) -> list[dict[str, Any]]:
     return peers
 
 
+def _named(component: str) -> dict[str, Any]:
+    """The podSelector of one job's pods."""
+    return {
+        "matchLabels": {"app.kubernetes.io/name": job_labels(component)["app.kubernetes.io/name"]}
+    }
+
+
+def _google_apis(settings: StackSettings, component: str) -> dict[str, Any]:
+    """Egress of a Workload Identity pod to Google APIs (443) and its metadata server."""
+    return {
+        "podSelector": _named(component),
+        "policyTypes": ["Egress"],
+        "egress": [
+            {"to": _cidr_peers(settings.network.google_apis_cidrs), "ports": _tcp(443)},
+            *(
+                {"to": [{"ipBlock": {"cidr": cidr}}], "ports": _tcp(port)}
+                for cidr, port in METADATA_SERVER
+            ),
+        ],
+    }
+
+
 def policies(settings: StackSettings) -> dict[str, dict[str, Any]]:
     """name -> NetworkPolicy spec."""
     redis = {"matchLabels": REDIS_SELECTOR}
+    # reconcile reads pod zones; dev's smoke suite deletes a pod (prod's never calls the API)
+    api_callers = ["redis-reconcile"] + (["redis-smoke"] if settings.environment != "prod" else [])
     api_clients = {
         "matchExpressions": [
-            {
-                "key": "app.kubernetes.io/name",
-                "operator": "In",
-                "values": ["redis-reconcile", "redis-smoke"],
-            }
+            {"key": "app.kubernetes.io/name", "operator": "In", "values": api_callers}
         ]
     }
     specs: dict[str, dict[str, Any]] = {
@@ -147,7 +168,7 @@ def policies(settings: StackSettings) -> dict[str, dict[str, Any]]:
             ],
         },
         "smoke-to-proxy": {
-            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "redis-smoke"}},
+            "podSelector": _named("smoke"),
             "policyTypes": ["Egress"],
             "egress": [
                 {
@@ -158,22 +179,8 @@ def policies(settings: StackSettings) -> dict[str, dict[str, Any]]:
         },
     }
     if settings.backup.enabled:
-        backup = {
-            "matchLabels": {
-                "app.kubernetes.io/name": job_labels("backup")["app.kubernetes.io/name"]
-            }
-        }
-        specs["backup-to-google-apis"] = {
-            "podSelector": backup,
-            "policyTypes": ["Egress"],
-            "egress": [
-                {"to": _cidr_peers(settings.network.google_apis_cidrs), "ports": _tcp(443)},
-                *(
-                    {"to": [{"ipBlock": {"cidr": cidr}}], "ports": _tcp(port)}
-                    for cidr, port in METADATA_SERVER
-                ),
-            ],
-        }
+        specs["backup-to-google-apis"] = _google_apis(settings, "backup")
+        specs["smoke-to-google-apis"] = _google_apis(settings, "smoke")
     return specs
 
 

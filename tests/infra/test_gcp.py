@@ -248,10 +248,13 @@ def test_identities_are_least_privilege(plan: harness.Plan, settings: Any) -> No
     bucket = settings.gcp.bucket.name
     backup = "serviceAccount:redis-backup@mock-project.iam.gserviceaccount.com"
     drill = "serviceAccount:redis-drill@mock-project.iam.gserviceaccount.com"
+    smoke = "serviceAccount:redis-smoke@mock-project.iam.gserviceaccount.com"
     assert grants == {
         (backup, "roles/storage.objectCreator", bucket),
         (backup, "roles/storage.objectViewer", bucket),
         (drill, "roles/storage.objectViewer", bucket),
+        # the rollout gate reads the newest backup's manifest (its age), nothing more
+        (smoke, "roles/storage.objectViewer", bucket),
     }
     workload = {
         r.inputs["serviceAccountId"]: (r.inputs["role"], r.inputs["member"])
@@ -265,6 +268,10 @@ def test_identities_are_least_privilege(plan: harness.Plan, settings: Any) -> No
         (
             "roles/iam.workloadIdentityUser",
             f"serviceAccount:{project}.svc.id.goog[redis-drill/redis-drill]",
+        ),
+        (
+            "roles/iam.workloadIdentityUser",
+            f"serviceAccount:{project}.svc.id.goog[redis/redis-smoke]",
         ),
     }
 
@@ -375,6 +382,31 @@ def test_backups_use_the_created_identity_and_bucket(plan: harness.Plan, setting
     cron = plan.kube("CronJob")[0].manifest
     args = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--no-latest" in args  # the account may add objects, never replace one
+
+
+def test_the_smoke_job_reads_backups_as_its_own_identity(plan: harness.Plan, settings: Any) -> None:
+    account = plan.one("ServiceAccount", "redis-smoke")["metadata"]["annotations"]
+    assert account["iam.gke.io/gcp-service-account"] == plan.outputs["smokeServiceAccount"][0]
+    assert plan.outputs["smokeServiceAccount"][0].startswith("redis-smoke@")
+    job = plan.outputs["smokeJob"][0]["spec"]["template"]["spec"]
+    assert job["serviceAccountName"] == "redis-smoke"
+    target = json.loads(plan.one("ConfigMap", "redis-smoke-target")["data"]["target.json"])
+    assert target["backups"] == {
+        "location": settings.backup.location,
+        "max_age_s": settings.backup.max_age_s,
+    }
+
+
+def test_without_backups_the_smoke_job_gets_no_google_identity() -> None:
+    plan = harness.run("dev", {"backup": {"enabled": False}})
+    assert not plan.one("ServiceAccount", "redis-smoke")["metadata"].get("annotations")
+    members = {
+        r.inputs["member"] for r in plan.of_type("gcp:storage/bucketIAMMember:BucketIAMMember")
+    }
+    assert not [m for m in members if "redis-smoke@" in m]
+    assert plan.outputs["smokeServiceAccount"][0] is None
+    target = json.loads(plan.one("ConfigMap", "redis-smoke-target")["data"]["target.json"])
+    assert target["backups"] is None
 
 
 def test_secret_outputs_are_secret(plan: harness.Plan) -> None:
@@ -504,7 +536,18 @@ def _without(d: dict[str, Any], key: str) -> dict[str, Any]:
                 }
             },
             "backup.gcpServiceAccount",
-            "creates the backup identity",
+            "creates this identity (redis-backup@",
+        ),
+        (
+            {
+                "backup": {
+                    "schedule": "0 * * * *",
+                    "retentionDays": 30,
+                    "smokeServiceAccount": "x@y.iam.gserviceaccount.com",
+                }
+            },
+            "backup.smokeServiceAccount",
+            "creates this identity (redis-smoke@",
         ),
     ],
 )

@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from infra.k8s import common
+from infra.k8s import common, network
 from infra.k8s.redis_cluster import ZONE_KEY
 from redisops import acl
 from redisops.local.settings import TwinSettings
@@ -192,6 +192,7 @@ EXPECTED_POLICIES = {
     "jobs-to-api-server",
     "smoke-to-proxy",
     "backup-to-google-apis",
+    "smoke-to-google-apis",
 }
 
 
@@ -214,6 +215,62 @@ def test_default_deny_and_exactly_the_allowed_flows(plan: harness.Plan) -> None:
                 block = peer.get("ipBlock")
                 if block and block["cidr"] == "0.0.0.0/0":
                     assert "10.0.0.0/8" in block["except"], f"{name}: 0.0.0.0/0 incl. the VPC"
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a NetworkPolicy podSelector (matchLabels, matchExpressions In) selects a pod."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In", expression  # the only operator the plan uses
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+def _egress_to_addresses(plan: harness.Plan, labels: dict[str, str]) -> set[tuple[str, int]]:
+    """(CIDR, port) of every ipBlock egress the namespace's policies allow a pod with
+    `labels` (pods, namespaces and DNS are other flows)."""
+    allowed = set()
+    for spec in _policies(plan).values():
+        if "Egress" not in spec["policyTypes"] or not _selects(spec["podSelector"], labels):
+            continue
+        for rule in spec.get("egress", []):
+            for peer in rule["to"]:
+                if "ipBlock" in peer:
+                    allowed |= {(peer["ipBlock"]["cidr"], p["port"]) for p in rule["ports"]}
+    return allowed
+
+
+def _pod_labels(plan: harness.Plan) -> dict[str, dict[str, str]]:
+    (cron,) = plan.kube("CronJob")
+    (job,) = plan.kube("Job")
+    return {
+        "backup": cron.manifest["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"],
+        "smoke": plan.outputs["smokeJob"][0]["spec"]["template"]["metadata"]["labels"],
+        "reconcile": job.manifest["spec"]["template"]["metadata"]["labels"],
+        "redis": plan.one("StatefulSet", common.STATEFULSET)["spec"]["template"]["metadata"][
+            "labels"
+        ],
+    }
+
+
+def test_google_apis_and_the_metadata_server_only_for_the_pods_that_read_the_bucket(
+    plan: harness.Plan, settings: Any
+) -> None:
+    # Workload Identity: a pod gets its Google token from the metadata server, then calls
+    # Cloud Storage on 443. Backups write; the smoke Job reads the newest backup's age.
+    google = {(cidr, 443) for cidr in settings.network.google_apis_cidrs}
+    metadata = set(network.METADATA_SERVER)
+    api_server = {(cidr, 443) for cidr in settings.network.api_server_cidrs}
+    flows = {pod: _egress_to_addresses(plan, labels) for pod, labels in _pod_labels(plan).items()}
+    assert flows["backup"] == google | metadata
+    # only dev's smoke suite calls the API (it deletes a pod); prod's never does
+    assert flows["smoke"] == google | metadata | (
+        api_server if settings.environment == "dev" else set()
+    )
+    assert flows["reconcile"] == api_server
+    assert flows["redis"] == set()
 
 
 def test_bus_port_only_from_redis_pods(plan: harness.Plan) -> None:
