@@ -1,8 +1,16 @@
 """A small SSE client for the smoke suite, the tests and the benchmark.
 
-`parse` follows the EventSource parsing rules (fields, comments, multi-line data,
-`retry`); `Subscription` reads a stream in a background thread and, like a browser's
-EventSource, reconnects with `Last-Event-ID` when the server ends the stream.
+`Parser` follows the EventSource parsing rules of the HTML Living Standard (§ 9.2.5
+"Parsing an event stream", § 9.2.6 "Interpreting an event stream"); `Subscription` reads
+a stream in a background thread and, like a browser's EventSource, reconnects with
+`Last-Event-ID` when the server ends the stream.
+
+Not httpx-sse: it dispatches blocks without data (comments, `retry:`, `event:` alone, and
+every blank line once an id was seen), takes `retry` through `int()` (`+5`, ` 5`, `٣`),
+keeps a leading BOM and decodes with the response's charset; its events cannot tell an
+empty `data:` (an event) from no data (none), so no layer on top can repair it. It also
+reads only httpx responses, while `Subscription` needs a socket it can close from another
+thread.
 """
 
 from __future__ import annotations
@@ -15,76 +23,118 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 
 @dataclass
 class Event:
+    """One dispatched event: what a browser's `MessageEvent` carries, plus the block's own id.
+
+    `last_event_id` is the spec's `lastEventId` (the last `id` seen, carried over by events
+    without one); `id` is the `id` field of this event's own block, None when it had none
+    (the proxy's `gap` and `overflow` events), which tells stream entries from the rest.
+    """
+
     event: str = "message"
     data: str = ""
     id: str | None = None
+    last_event_id: str = ""
     received: float = 0.0  # time.time() when parsed
 
     def json(self) -> Any:
         return json.loads(self.data)
 
 
-_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_BOM = b"\xef\xbb\xbf"
 
 
-@dataclass
 class Parser:
-    """Incremental parser: feed bytes, get complete events (and `retry` updates)."""
+    """Incremental parser: feed bytes, get complete events (and `retry` updates).
 
-    retry_ms: int | None = None
-    last_id: str | None = None
-    comments: int = 0
-    _buffer: bytes = b""
-    _data: list[str] = field(default_factory=list)
-    _event: str = ""
-    _id: str | None = None
+    One parser serves one event source across its connections: call `new_stream()` when a
+    connection starts. `last_id` is the event source's last event ID string (what a
+    reconnection sends as `Last-Event-ID`; empty means none) and `retry_ms` its reconnection
+    time. A new stream's last event ID buffer starts from `last_id`, as Chromium's
+    EventSourceParser does, where the spec's text starts it empty (with which the `retry:`
+    block that opens a reconnection would forget the position).
+    """
+
+    def __init__(self, last_id: str | None = None, retry_ms: int | None = None) -> None:
+        self.last_id = last_id or ""
+        self.retry_ms = retry_ms
+        self.comments = 0
+        self.new_stream()
+
+    def new_stream(self) -> None:
+        """A new connection: whatever the last one left incomplete is discarded."""
+        self._head: bytes | None = b""  # the stream's first bytes, until a BOM is ruled out
+        self._line = bytearray()  # the line being received
+        self._after_cr = False  # the previous chunk ended in CR: a leading LF completes it
+        self._data: list[str] = []
+        self._event = ""
+        self._id_buffer = self.last_id
+        self._block_id: str | None = None
 
     def feed(self, chunk: bytes) -> list[Event]:
-        data = self._buffer + chunk
-        # A trailing CR may be the first half of CRLF: keep it for the next chunk.
-        hold = data.endswith(b"\r")
-        if hold:
-            data = data[:-1]
-        *lines, rest = _LINE_BREAK.split(data)
-        self._buffer = rest + (b"\r" if hold else b"")
+        if self._head is not None:
+            head = self._head + chunk
+            if len(head) < len(_BOM) and _BOM.startswith(head):
+                self._head = head  # maybe a BOM cut short: wait for more
+                return []
+            self._head = None
+            chunk = head.removeprefix(_BOM)
+        if not chunk:
+            return []
+        start = 1 if self._after_cr and chunk.startswith(b"\n") else 0
+        # A CR ends its line at once; an LF right after it (next chunk) is not a new line.
+        self._after_cr = chunk.endswith(b"\r")
         events: list[Event] = []
-        for line in lines:
-            event = self._line(line.decode("utf-8", errors="replace"))
+        for match in _LINE_END.finditer(chunk, start):
+            self._line += chunk[start : match.start()]
+            event = self._process(self._line.decode("utf-8", errors="replace"))
+            self._line.clear()
             if event is not None:
                 events.append(event)
+            start = match.end()
+        self._line += chunk[start:]
         return events
 
-    def _line(self, line: str) -> Event | None:
+    def _process(self, line: str) -> Event | None:
         if line == "":
-            if not self._data and not self._event:
-                self._id = None
-                return None
-            event = Event(self._event or "message", "\n".join(self._data), self._id, time.time())
-            if self._id is not None:
-                self.last_id = self._id
-            self._data, self._event, self._id = [], "", None
-            return event
+            return self._dispatch()
         if line.startswith(":"):
             self.comments += 1
             return None
         name, _, value = line.partition(":")
         value = value.removeprefix(" ")
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
+        if name == "event":
             self._event = value
+        elif name == "data":
+            self._data.append(value)
         elif name == "id" and "\0" not in value:
-            self._id = value
-        elif name == "retry" and value.isdigit():
+            self._id_buffer = self._block_id = value
+        elif name == "retry" and value.isascii() and value.isdigit():  # ASCII digits only
             self.retry_ms = int(value)
         return None
+
+    def _dispatch(self) -> Event | None:
+        self.last_id = self._id_buffer
+        block_id, self._block_id = self._block_id, None
+        if not self._data:  # no data field: nothing to fire, and the type is dropped
+            self._event = ""
+            return None
+        event = Event(
+            event=self._event or "message",
+            data="\n".join(self._data),
+            id=block_id,
+            last_event_id=self.last_id,
+            received=time.time(),
+        )
+        self._data, self._event = [], ""
+        return event
 
 
 class Response:
@@ -229,7 +279,7 @@ class Subscription:
         headers = {"Accept": "text/event-stream"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        if self.parser.last_id is not None:
+        if self.parser.last_id:  # as EventSource: no header for an empty last event ID
             headers["Last-Event-ID"] = self.parser.last_id
         return headers
 
@@ -244,6 +294,7 @@ class Subscription:
                 if response.status != 200:
                     self.body = response.read_all()
                     return
+                self.parser.new_stream()
                 for chunk in response.iter_body():
                     events = self.parser.feed(chunk)
                     if events:
