@@ -3,6 +3,10 @@
 httptools accepts request heads of any size (a 2 MB header was accepted in testing), so
 a client could make the process buffer as much as it sends. Past `MAX_HEAD_BYTES` the
 request is answered 431 and the connection closed, before the head is parsed further.
+
+Where the head ends is the parser's call (`on_headers_complete`), not a search for the
+blank line in each read: that line can arrive split across two reads. While a head is
+being read, the parser is fed no more than the bytes the bound still allows.
 """
 
 from __future__ import annotations
@@ -22,19 +26,28 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
 
     def data_received(self, data: bytes) -> None:
-        if self._in_head:
-            end = data.find(b"\r\n\r\n")
-            self._head_bytes += len(data) if end < 0 else end
-            if self._head_bytes > MAX_HEAD_BYTES:
+        while self._in_head and data:
+            room = MAX_HEAD_BYTES - self._head_bytes
+            if room <= 0:
                 self._refuse()
                 return
-            if end >= 0:
-                self._in_head = False
-        super().data_received(data)
+            piece, data = data[:room], data[room:]
+            self._head_bytes += len(piece)
+            super().data_received(piece)
+            if self.transport.is_closing():
+                return  # the parser refused the request (400) and closed the connection
+        if data:
+            super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._in_head, self._head_bytes = True, 0  # the next request on this connection
+        # What follows on this connection is the next request's head. (Pipelined bytes
+        # in the rest of the same read are not counted: one read is bounded anyway.)
+        self._in_head, self._head_bytes = True, 0
 
     def _refuse(self) -> None:
         body = json.dumps(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -512,6 +513,87 @@ def test_huge_headers_are_refused_without_harming_the_process(
         entry = xadd(session_twin, stream, 1)[0]
         assert sub.wait_for(lambda evs: any(e.id == entry for e in evs), 5)
     assert httpx.get(f"{proxy.url}/healthz").status_code == 200
+
+
+def _post_in_two_writes(proxy: ProxyProcess, request: bytes, split: int) -> int:
+    """Send `request` as two TCP writes cut at `split`; the answer's status code."""
+    port = int(proxy.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(request[:split])
+        time.sleep(0.05)  # the proxy reads the first part on its own
+        sock.sendall(request[split:])
+        answer = b""
+        while b"\r\n" not in answer:
+            data = sock.recv(4096)
+            if not data:
+                break
+            answer += data
+    return int(answer.split(b" ", 2)[1]) if answer else 0
+
+
+def test_a_large_post_is_accepted_wherever_the_end_of_its_head_is_split(
+    proxy: ProxyProcess, session_twin: Twin
+) -> None:
+    stream = stream_name()
+    body = json.dumps({"sender": "split", "pad": "p" * 40_000}).encode()
+    lines = [
+        f"POST /v1/streams/{stream}/events HTTP/1.1",
+        "Host: proxy",
+        f"Authorization: Bearer {proxy.token()}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    statuses = {
+        offset: _post_in_two_writes(proxy, head + body, len(head) + offset)
+        for offset in range(-6, 7)
+    }
+    assert statuses == dict.fromkeys(statuses, 201)  # offset from the end of the head
+    client = admin(session_twin)
+    try:
+        assert client.xlen(stream) == len(statuses)
+    finally:
+        client.close()
+
+
+def _read_answer(sock: socket.socket) -> int:
+    """Read one HTTP answer (head and Content-Length body); its status code."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise AssertionError(f"connection closed after {data!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += sock.recv(4096)
+    return int(head.split(b" ", 2)[1])
+
+
+def test_the_head_bound_applies_to_every_request_of_a_kept_alive_connection(
+    proxy: ProxyProcess,
+) -> None:
+    port = int(proxy.url.rsplit(":", 1)[1])
+    small = b"GET /healthz HTTP/1.1\r\nHost: proxy\r\n\r\n"
+    huge = b"GET /healthz HTTP/1.1\r\nHost: proxy\r\nX-Huge: " + b"h" * 40_000 + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        statuses = []
+        for _ in range(2):
+            sock.sendall(small)
+            statuses.append(_read_answer(sock))
+        with contextlib.suppress(OSError):  # the proxy may close while the head still flows
+            for i in range(0, len(huge), 1000):  # trickled: no one read holds the whole head
+                sock.sendall(huge[i : i + 1000])
+                time.sleep(0.001)
+        statuses.append(_read_answer(sock))
+    assert statuses == [200, 200, 431]
 
 
 def test_sigterm_tells_every_client_to_come_back_and_exits_within_the_grace(
