@@ -10,7 +10,7 @@ import socket
 import ssl
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +21,7 @@ from redis.crc import key_slot
 
 from redisops import acl
 from redisops.client import Credentials, Endpoint, TlsClient, connect, connect_cluster
-from redisops.cluster import NodeView, expand, parse_cluster_nodes, parse_info
+from redisops.cluster import ClusterNode, NodeView, expand, parse_cluster_nodes, parse_info
 from redisops.tls import days_until_expiry
 from smoke_tests.targets import Target, TargetError
 
@@ -152,6 +152,28 @@ def key_for_primary(node_slots: set[int], prefix: str) -> str:
 
 def cluster_client(target: Target, role: str = acl.SMOKE) -> redis.RedisCluster:
     return connect_cluster(target.endpoints(), target.tls(role), role_credentials(target, role))
+
+
+def key_round_trips(
+    client: redis.RedisCluster, primaries: Sequence[ClusterNode], prefix: str
+) -> list[str]:
+    """Write, read and delete one key per primary through a cluster client, each key in a
+    slot that primary serves; the problems found (none: every shard took its key)."""
+    problems: list[str] = []
+    for primary in primaries:
+        key = key_for_primary(expand(primary.slots), prefix)
+        node = client.get_node_from_key(key)
+        if node is None:
+            problems.append(f"the client has no node for {key}")
+            continue
+        if node.port != primary.port:
+            problems.append(f"{key} should live on {primary.address}, client routed it to {node}")
+            continue
+        value = f"{prefix}{primary.node_id[:8]}"
+        if not client.set(key, value, px=60_000) or client.get(key) != value:
+            problems.append(f"{key} did not read back from {primary.address}")
+        client.delete(key)
+    return problems
 
 
 # ---- TLS probes -------------------------------------------------------------------

@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 
 from redisops import acl, rediscli
-from redisops.cluster import expand
 from smoke_tests.conftest import Measure
 from smoke_tests.probes import (
     cluster_client,
     cluster_health,
-    key_for_primary,
+    key_round_trips,
     read_views,
     role_credentials,
 )
@@ -51,19 +50,10 @@ def test_key_round_trip_lands_on_every_shard(target: Target, run_id: str) -> Non
     assert len(primaries) == target.shards
     client = cluster_client(target)
     try:
-        for primary in primaries:
-            key = key_for_primary(expand(primary.slots), f"smoke:roundtrip:{run_id}:")
-            value = f"{run_id}-{primary.node_id[:8]}"
-            assert client.set(key, value, px=60_000)
-            node = client.get_node_from_key(key)
-            assert node is not None, f"the client has no node for {key}"
-            assert node.port == primary.port, (
-                f"{key} should live on {primary.address}, client routed it to {node}"
-            )
-            assert client.get(key) == value
-            assert client.delete(key) == 1
+        problems = key_round_trips(client, primaries, f"smoke:roundtrip:{run_id}:")
     finally:
         client.close()
+    assert not problems, "; ".join(problems)
 
 
 @pytest.mark.parametrize("role", [acl.READER, acl.PUBLISHER])
