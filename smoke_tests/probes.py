@@ -141,6 +141,13 @@ def primary_for_slot(target: Target, slot: int) -> tuple[Endpoint, str]:
     return Endpoint(host=node.hostname or node.ip, port=node.port), node.node_id
 
 
+def node_endpoints(node: ClusterNode) -> list[Endpoint]:
+    """The endpoints a node answers on as the cluster announces it: its hostname (GKE's
+    pod DNS names, what CLUSTER SLOTS prefers there) and its IP."""
+    hosts = dict.fromkeys(h for h in (node.hostname, node.ip) if h)
+    return [Endpoint(host=host, port=node.port) for host in hosts]
+
+
 def key_for_primary(node_slots: set[int], prefix: str) -> str:
     """A key under `prefix` whose slot the given primary serves (found by hash tag)."""
     for i in range(100_000):
@@ -158,7 +165,11 @@ def key_round_trips(
     client: redis.RedisCluster, primaries: Sequence[ClusterNode], prefix: str
 ) -> list[str]:
     """Write, read and delete one key per primary through a cluster client, each key in a
-    slot that primary serves; the problems found (none: every shard took its key)."""
+    slot that primary serves; the problems found (none: every shard took its key).
+
+    The client must route each key to its primary by host *and* port: every pod listens
+    on 6379 on GKE, so the port alone tells nodes apart only in the twin.
+    """
     problems: list[str] = []
     for primary in primaries:
         key = key_for_primary(expand(primary.slots), prefix)
@@ -166,8 +177,12 @@ def key_round_trips(
         if node is None:
             problems.append(f"the client has no node for {key}")
             continue
-        if node.port != primary.port:
-            problems.append(f"{key} should live on {primary.address}, client routed it to {node}")
+        routed = Endpoint(host=node.host, port=node.port)
+        owner = node_endpoints(primary)
+        if routed not in owner:
+            problems.append(
+                f"{key} lives on {' / '.join(map(str, owner))}, the client routed it to {routed}"
+            )
             continue
         value = f"{prefix}{primary.node_id[:8]}"
         if not client.set(key, value, px=60_000) or client.get(key) != value:

@@ -4,20 +4,27 @@ when what it guards is broken."""
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from redisops import acl
 from redisops.client import Endpoint, connect
+from redisops.cluster import ClusterNode, parse_cluster_nodes
 from redisops.local.settings import HOST
 from redisops.local.twin import Twin
 from redisops.tls import issue, new_ca, write_private
-from smoke_tests.probes import plaintext_probe, tls_probe
-from tests.conftest import requires_redis
+from smoke_tests.probes import key_round_trips, plaintext_probe, tls_probe
+from tests.conftest import free_port, requires_redis
 from tests.integration.servers import standalone_redis
 
 REDISOPS = [sys.executable, "-m", "redisops"]
@@ -169,3 +176,94 @@ def test_tls_probe_distinguishes_server_refusal_from_client_inability(tmp_path: 
         )
     assert not old.accepted
     assert old.refused_by_server, old.detail
+
+
+# ---- routing: host and port, since every pod listens on 6379 on GKE ----------------
+
+
+def _port_free_on(hosts: tuple[str, ...]) -> int:
+    """A port free on every host, with its cluster bus port (+10000)."""
+    for _ in range(200):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        try:
+            for host in hosts:
+                for p in (port, port + 10000):
+                    with socket.socket() as sock:
+                        sock.bind((host, p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError(f"no port free on all of {hosts}")
+
+
+@contextmanager
+def _cluster_node(workdir: Path, host: str, port: int) -> Iterator[redis.Redis]:
+    """A cluster-enabled redis-server on host:port only; stopped by PID afterwards."""
+    workdir.mkdir(parents=True)
+    proc = subprocess.Popen(
+        ["redis-server", "--bind", host, "--port", str(port), "--cluster-enabled", "yes",
+         "--cluster-announce-ip", host, "--cluster-node-timeout", "2000",
+         "--repl-diskless-sync-delay", "0", "--dir", str(workdir), "--save", "",
+         "--appendonly", "no", "--logfile", str(workdir / "redis.log")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = redis.Redis(host=host, port=port, decode_responses=True)
+    try:
+        _wait_for(lambda: client.ping(), f"{host}:{port} to answer")
+        yield client
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _wait_for(check: Callable[[], object], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except (redis.RedisError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _primaries(node: redis.Redis) -> list[ClusterNode]:
+    nodes = parse_cluster_nodes(str(node.execute_command("CLUSTER", "NODES")))
+    return [n for n in nodes if n.is_primary and n.slots and not n.failed]
+
+
+def test_round_trip_check_fails_when_a_key_goes_to_the_right_port_on_another_host(
+    tmp_path: Path,
+) -> None:
+    """Two nodes on one port, as every pod on GKE: a cluster client holding the map from
+    before a failover routes keys to the old primary — same port, other host."""
+    requires_redis()
+    hosts = ("127.0.0.2", "127.0.0.3")
+    port = _port_free_on(hosts)
+    with (
+        _cluster_node(tmp_path / "a", hosts[0], port) as a,
+        _cluster_node(tmp_path / "b", hosts[1], port) as b,
+    ):
+        a.execute_command("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+        a.execute_command("CLUSTER", "MEET", hosts[1], str(port))
+        a_id = str(a.execute_command("CLUSTER", "MYID"))
+        _wait_for(lambda: b.execute_command("CLUSTER", "REPLICATE", a_id), "b to follow a")
+        _wait_for(lambda: b.info("replication")["master_link_status"] == "up", "b in sync")
+        client = redis.RedisCluster(host=hosts[0], port=port, decode_responses=True)
+        try:
+            assert key_round_trips(client, _primaries(a), "smoke:roundtrip:before:") == []
+            b.execute_command("CLUSTER", "FAILOVER")
+            _wait_for(lambda: [p.ip for p in _primaries(a)] == [hosts[1]], "b to take over")
+            [primary] = _primaries(a)
+            stale = client.get_node_from_key("smoke:roundtrip:after:{0}")
+            assert (stale.host, stale.port) == (hosts[0], primary.port)  # the blind spot
+            problems = key_round_trips(client, [primary], "smoke:roundtrip:after:")
+        finally:
+            client.close()
+    assert len(problems) == 1, problems
+    assert f"{hosts[1]}:{port}" in problems[0] and f"{hosts[0]}:{port}" in problems[0]
