@@ -432,12 +432,22 @@ def _print_smoke(report: dict[str, Any]) -> None:
     for test in report["tests"]:
         if test["outcome"] in ("failed", "error"):
             out.print(f"[red]{test['outcome']}[/red] {test['id']}\n{test.get('message', '')}")
+    allowed: dict[str, list[str]] = {}  # declared-absent capability -> reasons, one per skip
+    for skip in report["skips"]:
+        if skip["allowed"]:
+            allowed.setdefault(skip["capability"], []).append(skip["reason"])
+        else:  # the skip checked nothing the target declares absent: it failed the gate
+            out.print(f"[red]skipped, not allowed[/red] {skip['test']}\n{skip['reason']}")
+    for capability, reasons in allowed.items():
+        out.print(f"[yellow]skipped {len(reasons)}[/yellow], {capability} absent: {reasons[0]}")
     counts = report["counts"]
     colour = "green" if report["ok"] else "red"
     out.print(
         f"[{colour}]{counts['passed']} passed, {counts['failed']} failed, "
-        f"{counts['error']} errors, {counts['skipped']} skipped[/{colour}] — "
-        f"JUnit: {report['junit_xml']}"
+        f"{counts['error']} errors, {counts['skipped']} skipped "
+        f"({counts['skipped_not_allowed']} not allowed)[/{colour}] — "
+        f"JUnit: {report['junit_xml']}",
+        highlight=False,
     )
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from smoke_tests import capabilities
+from smoke_tests.capabilities import DECLARED, Declared
 from smoke_tests.sse_client import Subscription
 from smoke_tests.targets import Target, TargetError, load_target
 
@@ -33,7 +35,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--no-disruption",
         action="store_true",
         default=False,
-        help="skip checks that crash nodes, even where the target allows them",
+        help="declare disruption absent: checks that crash nodes skip (and pass)",
     )
     group.addoption("--cert-min-days", type=float, default=14.0)
     group.addoption(
@@ -69,13 +71,22 @@ def target(pytestconfig: pytest.Config) -> Target:
     state_dir = pytestconfig.getoption("--state-dir")
     target_file = pytestconfig.getoption("--target-file")
     try:
-        return load_target(
+        loaded = load_target(
             pytestconfig.getoption("--target"),
             Path(state_dir) if state_dir else None,
             Path(target_file) if target_file else None,
         )
     except TargetError as exc:
         pytest.exit(f"cannot use the target: {exc}", returncode=2)
+    no_disruption = bool(pytestconfig.getoption("--no-disruption"))
+    pytestconfig.stash[DECLARED] = Declared.of(loaded, no_disruption=no_disruption)
+    return loaded
+
+
+@pytest.fixture(scope="session")
+def declared(target: Target, pytestconfig: pytest.Config) -> Declared:
+    """What the target declares absent; a check skips only through `declared.require`."""
+    return pytestconfig.stash[DECLARED]
 
 
 @pytest.fixture(scope="session")
@@ -85,11 +96,8 @@ def run_id() -> str:
 
 
 @pytest.fixture
-def disruptive(target: Target, pytestconfig: pytest.Config) -> None:
-    if not target.can_disrupt:
-        pytest.skip(f"target {target.name} does not allow crashing nodes")
-    if pytestconfig.getoption("--no-disruption"):
-        pytest.skip("--no-disruption given")
+def disruptive(declared: Declared) -> None:
+    declared.require(capabilities.DISRUPTION)
 
 
 Measure = Callable[..., None]

@@ -1,8 +1,13 @@
-"""Run the smoke suite and report: JUnit XML, a JSON report with every number, a summary."""
+"""Run the smoke suite and report: JUnit XML, a JSON report with every number, a summary.
+
+The gate passes when no check failed and every skipped check names a capability the
+target declares absent (capabilities.py); any other skip fails it, named in the report.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import sys
@@ -12,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from smoke_tests.capabilities import DECLARED, Declared, judge
+
 SUITE_DIR = Path(__file__).parent
 
 
@@ -20,6 +27,10 @@ class Collector:
 
     def __init__(self) -> None:
         self.tests: dict[str, dict[str, Any]] = {}
+        self.declared: Declared | None = None  # None: the target never loaded
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self.declared = session.config.stash.get(DECLARED, None)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         entry = self.tests.setdefault(
@@ -43,6 +54,19 @@ def _short(text: str, limit: int = 600) -> str:
     lines = [line for line in text.splitlines() if line.startswith("E ")]
     summary = "\n".join(lines) if lines else text
     return summary[-limit:]
+
+
+def judge_skips(tests: list[dict[str, Any]], declared: Declared | None) -> list[dict[str, Any]]:
+    """Every skipped check with the capability it names, its reason, and whether the
+    target's declarations allow it; each test entry gets the same under `skip`."""
+    skips: list[dict[str, Any]] = []
+    for test in tests:
+        if test["outcome"] != "skipped":
+            continue
+        skip = judge(test.get("message", ""), declared)
+        test["skip"] = dataclasses.asdict(skip)
+        skips.append({"test": test["id"], **test["skip"]})
+    return skips
 
 
 def measurements(tests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -95,17 +119,25 @@ def run(
     with stdout:
         exit_code = int(pytest.main(args, plugins=[collector]))
     tests = list(collector.tests.values())
+    skips = judge_skips(tests, collector.declared)
     counts = {
         outcome: sum(1 for t in tests if t["outcome"] == outcome)
         for outcome in ("passed", "failed", "error", "skipped")
     }
+    counts["skipped_not_allowed"] = sum(1 for s in skips if not s["allowed"])
+    failing = counts["failed"] + counts["error"] + counts["skipped_not_allowed"]
+    ok = exit_code == 0 and failing == 0
     report = {
         "target": target,
         "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "duration_s": round(time.monotonic() - started, 2),
-        "ok": exit_code == 0 and counts["failed"] == 0 and counts["error"] == 0,
-        "exit_code": exit_code,
+        "ok": ok,
+        # the gate's exit code: pytest's, or 1 (tests failed) when only a skip failed it
+        "exit_code": exit_code or (0 if ok else int(pytest.ExitCode.TESTS_FAILED)),
+        "pytest_exit_code": exit_code,
         "counts": counts,
+        "absent_capabilities": dict(collector.declared.absent) if collector.declared else None,
+        "skips": skips,
         "measurements": measurements(tests),
         "tests": tests,
         "junit_xml": str(junit),

@@ -78,6 +78,10 @@ class Target(ABC):
     def credentials(self, role: str) -> Credentials | None:
         """The role's credentials, or None when this target does not expose them."""
 
+    @abstractmethod
+    def credential_roles(self) -> frozenset[str]:
+        """The roles whose credentials the target holds (the rest it declares absent)."""
+
     def endpoints(self) -> list[Endpoint]:
         return [n.endpoint for n in self.nodes()]
 
@@ -137,6 +141,9 @@ class LocalTarget(Target):
         if user is None:
             return None
         return Credentials.from_file(user["username"], user["password_file"])
+
+    def credential_roles(self) -> frozenset[str]:
+        return frozenset(self._users)
 
     def kill_node(self, endpoint: Endpoint) -> None:
         for node in local_status(self.state_dir)["nodes"]:
@@ -243,6 +250,9 @@ class KubernetesTarget(Target):
     def credentials(self, role: str) -> Credentials | None:
         user = self._users.get(role)
         return None if user is None else Credentials.from_file(*user)
+
+    def credential_roles(self) -> frozenset[str]:
+        return frozenset(self._users)
 
     def pod_of(self, endpoint: Endpoint) -> str:
         from redisops.kube import pod_of

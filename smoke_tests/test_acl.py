@@ -10,7 +10,9 @@ import redis
 
 from redisops import acl
 from redisops.client import Credentials, connect
+from smoke_tests import capabilities
 from smoke_tests.acl_matrix import OUTSIDE_KEY, PROBES, SMOKE_KEY, Probe, concrete_stream
+from smoke_tests.capabilities import Declared
 from smoke_tests.probes import RoleConnections, Router, dryrun, raw_command, resp, run_as
 from smoke_tests.targets import Target
 
@@ -56,7 +58,11 @@ def router(target: Target) -> Router:
 
 @pytest.mark.parametrize("probe", PROBES, ids=lambda p: p.label)
 def test_role_permissions_match_the_matrix(
-    target: Target, probe: Probe, connections: RoleConnections, router: Router
+    target: Target,
+    declared: Declared,
+    probe: Probe,
+    connections: RoleConnections,
+    router: Router,
 ) -> None:
     stream = concrete_stream(target.streams)
     assert not any(fnmatch.fnmatchcase(OUTSIDE_KEY, p) for p in target.streams)
@@ -65,8 +71,7 @@ def test_role_permissions_match_the_matrix(
         client = connections.get(acl.SMOKE, router.any)
         allowed, detail = dryrun(client, probe.role, command)
     else:
-        if target.credentials(probe.role) is None:
-            pytest.skip(f"target exposes no credentials for {probe.role}")
+        declared.require(capabilities.credentials(probe.role))
         key = None if probe.key_index is None else command[probe.key_index]
         allowed, detail = run_as(connections.get(probe.role, router.endpoint(key)), command)
     assert allowed == probe.allowed, f"{probe.label}: got {detail}"

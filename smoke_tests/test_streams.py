@@ -15,6 +15,8 @@ import pytest
 
 from redisops import acl
 from redisops.tokens import mint
+from smoke_tests import capabilities
+from smoke_tests.capabilities import Declared
 from smoke_tests.conftest import Measure
 from smoke_tests.probes import cluster_client
 from smoke_tests.sse_client import Subscription
@@ -24,9 +26,9 @@ DELIVERY_LIMIT_S = 2.0
 
 
 @pytest.fixture(scope="module")
-def sse(target: Target) -> SseProxy:
-    if target.sse is None:
-        pytest.skip(f"target {target.name} runs no SSE proxy")
+def sse(target: Target, declared: Declared) -> SseProxy:
+    declared.require(capabilities.SSE)
+    assert target.sse is not None
     return target.sse
 
 
@@ -118,9 +120,11 @@ def test_resuming_with_last_event_id_delivers_exactly_the_missed_entries(
     expire(target, stream)
 
 
-def test_a_token_without_the_stream_is_refused(target: Target, sse: SseProxy, run_id: str) -> None:
-    if sse.secret_file is None:
-        pytest.skip("the target does not share the token signing secret")
+def test_a_token_without_the_stream_is_refused(
+    sse: SseProxy, declared: Declared, run_id: str
+) -> None:
+    declared.require(capabilities.SSE_SIGNING_SECRET)
+    assert sse.secret_file is not None
     narrow = mint(Path(sse.secret_file).read_text().strip(), "smoke", ["agent_*"], [], 300)
     response = httpx.get(
         f"{sse.url}/v1/streams/smoke:sse:denied:{run_id}",
@@ -132,10 +136,14 @@ def test_a_token_without_the_stream_is_refused(target: Target, sse: SseProxy, ru
 
 
 def test_the_failed_over_shard_still_flows_through_the_proxy(
-    target: Target, sse_canary: Subscription | None, run_id: str, measure: Measure
+    target: Target,
+    declared: Declared,
+    sse_canary: Subscription | None,
+    run_id: str,
+    measure: Measure,
 ) -> None:
-    if sse_canary is None:
-        pytest.skip(f"target {target.name} runs no SSE proxy")
+    declared.require(capabilities.SSE)
+    assert sse_canary is not None
     stream = f"smoke:sse:{{canary}}:{run_id}"
     with Publisher(target) as publisher:
         started = time.monotonic()

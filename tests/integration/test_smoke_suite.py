@@ -4,6 +4,7 @@ when what it guards is broken."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
 import subprocess
@@ -106,6 +107,66 @@ def test_smoke_suite_fails_when_a_role_has_too_many_rights(session_twin: Twin) -
     failed = {t["id"] for t in report["tests"] if t["outcome"] == "failed"}
     assert any("monitoring may not GET" in t for t in failed), failed
     assert [a.code for a in repaired.actions] == ["acl_load"]
+
+
+# ---- skips: a pass only where the target declares the capability absent ------------
+
+# A client whose OpenSSL will not offer TLS 1.1 (as hardened images build it) cannot tell
+# whether the servers refuse TLS 1.1: the check skips as inconclusive.
+NO_TLS_1_1 = """openssl_conf = default_conf
+[default_conf]
+ssl_conf = ssl_sect
+[ssl_sect]
+system_default = system_default_sect
+[system_default_sect]
+Protocol = -TLSv1.1
+"""
+
+
+def test_a_skip_no_declared_capability_backs_fails_the_gate_and_is_named(
+    session_twin: Twin, tmp_path: Path
+) -> None:
+    conf = tmp_path / "openssl.cnf"
+    conf.write_text(NO_TLS_1_1)
+    proc = subprocess.run(
+        [*REDISOPS, "smoke", "--target", "local", "--state-dir", str(session_twin.layout.root),
+         "--report-dir", str(tmp_path), "-k", "tls_1_1"],
+        capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "OPENSSL_CONF": str(conf), "COLUMNS": "200"},
+    )  # fmt: skip
+    report = json.loads((tmp_path / "smoke-report.json").read_text())
+    check = "test_tls.py::test_tls_1_1_is_refused_and_tls_1_2_accepted"
+    assert [t["id"] for t in report["tests"]] == [check]
+    assert report["counts"]["skipped"] == 1 and report["counts"]["failed"] == 0
+    assert report["ok"] is False
+    assert report["exit_code"] == 1
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    [skip] = report["skips"]
+    assert skip["test"] == check
+    assert skip["capability"] is None and skip["allowed"] is False
+    assert "inconclusive" in skip["reason"]
+    assert f"skipped, not allowed {check}" in proc.stdout
+    assert "1 skipped (1 not allowed)" in proc.stdout
+
+
+def test_a_skip_of_a_declared_absent_capability_passes_and_is_reported(
+    session_twin: Twin, tmp_path: Path
+) -> None:
+    code, report, stderr = smoke(
+        session_twin, "--no-disruption", "-k", "primary_crash", "--report-dir", str(tmp_path)
+    )
+    assert code == 0, stderr[-2000:]
+    assert report["ok"] is True
+    assert report["absent_capabilities"]["disruption"] == "--no-disruption given"
+    assert report["skips"] == [
+        {
+            "test": "test_failover.py::"
+            "test_primary_crash_fails_over_and_loses_no_acknowledged_write",
+            "capability": "disruption",
+            "reason": "--no-disruption given",
+            "allowed": True,
+        }
+    ]
 
 
 def test_plaintext_probe_detects_a_plaintext_server(tmp_path: Path) -> None:
