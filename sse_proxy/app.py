@@ -219,7 +219,7 @@ class StreamEndpoint:
         sub = join.subscriber
         sub.task = asyncio.current_task()
         hub.connections += 1
-        metrics.CLIENTS.labels(stream).inc()
+        metrics.CLIENTS.labels(reader.pattern).inc()
         watcher = asyncio.ensure_future(_until_disconnect(receive))
         watcher.add_done_callback(lambda _: sub.close("gone"))
         try:
@@ -243,7 +243,7 @@ class StreamEndpoint:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            metrics.CUTOFFS.labels(stream).inc()
+            metrics.CUTOFFS.labels(reader.pattern).inc()
             logger.info("cut off a client of %s that stopped reading", stream)
         except REDIS_FAILURES as exc:
             metrics.REDIS_ERRORS.labels("catch_up").inc()
@@ -254,7 +254,7 @@ class StreamEndpoint:
             watcher.cancel()
             reader.leave(sub)
             hub.connections -= 1
-            metrics.CLIENTS.labels(stream).dec()
+            metrics.CLIENTS.labels(reader.pattern).dec()
 
     async def _gap(self, stream: str, after: EntryId) -> bytes:
         info = await self.proxy.backend.info(stream)
@@ -386,7 +386,7 @@ def build_app(settings: ProxySettings) -> Starlette:
             return HttpError(
                 503, "redis_unavailable", f"the entry was not added: {exc}", {"Retry-After": "1"}
             ).response()
-        metrics.PUBLISHED.labels(stream).inc()
+        metrics.PUBLISHED.labels(settings.pattern_of(stream)).inc()
         return JSONResponse({"id": entry_id, "stream": stream}, status_code=201)
 
     async def healthz(request: Request) -> Response:
@@ -412,7 +412,7 @@ def build_app(settings: ProxySettings) -> Starlette:
         return JSONResponse(body, status_code=200 if not problems else 503)
 
     async def metrics_endpoint(request: Request) -> Response:
-        metrics.READERS.set(len(proxy.hub.readers))
+        proxy.hub.update_gauges()
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     @asynccontextmanager

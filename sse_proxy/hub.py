@@ -137,6 +137,7 @@ class StreamReader:
     def __init__(self, hub: Hub, stream: str) -> None:
         self.hub = hub
         self.stream = stream
+        self.pattern = hub.settings.pattern_of(stream)  # the label of its metrics
         self.subscribers: set[Subscriber] = set()
         self.ring: deque[tuple[EntryId, bytes]] = deque(maxlen=hub.settings.ring_size)
         # Every entry with ring_floor < id <= position is in the ring.
@@ -147,6 +148,7 @@ class StreamReader:
         self.linger: asyncio.TimerHandle | None = None
         self.last_contact = time.monotonic()
         self.error: str | None = None
+        self.lag = 0.0  # age of the newest entry delivered, when it was delivered
 
     @property
     def alive(self) -> bool:
@@ -312,12 +314,11 @@ class StreamReader:
         for sub in cut:
             self.subscribers.discard(sub)
         if cut:
-            metrics.CUTOFFS.labels(self.stream).inc(len(cut))
+            metrics.CUTOFFS.labels(self.pattern).inc(len(cut))
         delivered = count * (len(self.subscribers))
         if delivered:
-            metrics.DELIVERED.labels(self.stream).inc(delivered)
-        lag = max(0.0, time.time() - self.position[0] / 1000)
-        metrics.READER_LAG.labels(self.stream).set(lag)
+            metrics.DELIVERED.labels(self.pattern).inc(delivered)
+        self.lag = max(0.0, time.time() - self.position[0] / 1000)
 
     def _push(
         self, sub: Subscriber, fresh: list[tuple[EntryId, bytes]], chunk: bytes, count: int
@@ -358,6 +359,7 @@ class Hub:
         self.on_drain: list[Callable[[], None]] = []
         self.active: set[Subscriber] = set()  # every connected client, caught up or not
         self._ticker: asyncio.Task[None] | None = None
+        metrics.declare_patterns(settings.served_patterns)
 
     def start(self) -> None:
         self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="hub-ticker")
@@ -428,3 +430,12 @@ class Hub:
 
     def clients(self) -> int:
         return sum(len(r.subscribers) for r in self.readers.values())
+
+    def update_gauges(self) -> None:
+        """Set the gauges read at scrape time: readers, and each pattern's largest lag."""
+        metrics.READERS.set(len(self.readers))
+        lags = dict.fromkeys(self.settings.served_patterns, 0.0)
+        for reader in self.readers.values():
+            lags[reader.pattern] = max(lags.get(reader.pattern, 0.0), reader.lag)
+        for pattern, lag in lags.items():
+            metrics.READER_LAG.labels(pattern).set(lag)

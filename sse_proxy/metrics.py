@@ -1,25 +1,38 @@
-"""Prometheus metrics of the proxy (served at /metrics)."""
+"""Prometheus metrics of the proxy (served at /metrics).
+
+Per-stream metrics are labelled with the configured pattern the stream matched
+(`pattern="standup:*"`), never with the stream's name: clients choose stream names
+(`standup:<anything>`), so names would make the number of series unbounded. The series
+of every served pattern exist from the start, at zero.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-CLIENTS = Gauge("sse_clients", "Connected SSE clients per stream", ["stream"], registry=REGISTRY)
+CLIENTS = Gauge(
+    "sse_clients", "Connected SSE clients per stream pattern", ["pattern"], registry=REGISTRY
+)
 DELIVERED = Counter(
     "sse_events_delivered",
-    "Events queued to clients (one per client per event)",
-    ["stream"],
+    "Events queued to clients (one per client per event), per stream pattern",
+    ["pattern"],
     registry=REGISTRY,
 )
 CUTOFFS = Counter(
-    "sse_slow_client_cutoffs", "Clients cut off for falling behind", ["stream"], registry=REGISTRY
+    "sse_slow_client_cutoffs",
+    "Clients cut off for falling behind, per stream pattern",
+    ["pattern"],
+    registry=REGISTRY,
 )
 READER_LAG = Gauge(
     "sse_reader_lag_seconds",
-    "Age of the newest entry a reader delivered",
-    ["stream"],
+    "Age of the newest entry a reader delivered, the largest among a pattern's readers",
+    ["pattern"],
     registry=REGISTRY,
 )
 READERS = Gauge(
@@ -38,8 +51,20 @@ REQUESTS = Counter(
     registry=REGISTRY,
 )
 PUBLISHED = Counter(
-    "sse_events_published", "Entries added through POST", ["stream"], registry=REGISTRY
+    "sse_events_published",
+    "Entries added through POST, per stream pattern",
+    ["pattern"],
+    registry=REGISTRY,
 )
 REJECTED = Counter(
     "sse_connections_rejected", "SSE connections refused", ["reason"], registry=REGISTRY
 )
+
+PER_PATTERN = (CLIENTS, DELIVERED, CUTOFFS, READER_LAG, PUBLISHED)
+
+
+def declare_patterns(patterns: Iterable[str]) -> None:
+    """Create every per-pattern series at zero, so the set of series is fixed at start."""
+    for pattern in patterns:
+        for metric in PER_PATTERN:
+            metric.labels(pattern)

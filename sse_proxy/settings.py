@@ -161,6 +161,16 @@ class ProxySettings(BaseSettings):
     def serves(self, stream: str) -> bool:
         return any(fnmatch.fnmatchcase(stream, p) for p in self.served_patterns)
 
+    def pattern_of(self, stream: str) -> str:
+        """The first served pattern `stream` matches (what its metrics are labelled with)."""
+        for pattern in self.served_patterns:
+            if fnmatch.fnmatchcase(stream, pattern):
+                return pattern
+        raise ValueError(
+            f"stream {stream[:80]!r} matches none of the served patterns "
+            f"{', '.join(self.served_patterns)}"
+        )
+
     def retention_for(self, stream: str) -> RetentionRule | None:
         for rule in self.retention:
             if fnmatch.fnmatchcase(stream, rule.pattern):

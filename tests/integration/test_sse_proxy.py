@@ -377,17 +377,31 @@ def test_cors_allows_listed_origins_with_credentials_only(proxy: ProxyProcess) -
 # ---- operations ----------------------------------------------------------------------
 
 
+def _sample(text: str, series: str) -> float:
+    """The value of one series in a /metrics page (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(f"{series} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def test_health_readiness_and_metrics(proxy: ProxyProcess, session_twin: Twin) -> None:
     assert httpx.get(f"{proxy.url}/healthz").json() == {"status": "ok"}
     stream = stream_name()
+    delivered = 'sse_events_delivered_total{pattern="standup:*"}'
+    before = _sample(httpx.get(f"{proxy.url}/metrics").text, delivered)
     with subscribe(proxy, stream) as sub:
         xadd(session_twin, stream, 3)
         assert sub.wait_for(lambda evs: len([e for e in evs if e.id]) == 3, 5)
         ready = httpx.get(f"{proxy.url}/readyz")
         assert ready.status_code == 200 and ready.json()["readers"] >= 1
         text = httpx.get(f"{proxy.url}/metrics").text
-    assert f'sse_clients{{stream="{stream}"}} 1.0' in text
-    assert f'sse_events_delivered_total{{stream="{stream}"}} 3.0' in text
+    assert _sample(text, 'sse_clients{pattern="standup:*"}') >= 1
+    assert _sample(text, delivered) - before == 3
+    assert 0 <= _sample(text, 'sse_reader_lag_seconds{pattern="standup:*"}') < 5
+    for pattern in ("agent_updates", "agent_tasks", "standup:*", "smoke:sse:*"):
+        assert f'sse_events_published_total{{pattern="{pattern}"}}' in text  # from the start
+    assert stream not in text  # stream names are never labels
     for name in (
         "sse_slow_client_cutoffs_total",
         "sse_reader_lag_seconds",
@@ -397,6 +411,68 @@ def test_health_readiness_and_metrics(proxy: ProxyProcess, session_twin: Twin) -
     ):
         assert name in text
     assert 'sse_http_requests_total{method="GET",route="subscribe",status="200"}' in text
+
+
+def _series(text: str) -> set[str]:
+    """The proxy's own series in a /metrics page: name and labels, without values."""
+    return {
+        line.rsplit(" ", 1)[0]
+        for line in text.splitlines()
+        if line.startswith("sse_") and not line.startswith("#")
+    }
+
+
+async def _round_trip(http: httpx.AsyncClient, url: str, stream: str) -> None:
+    """Subscribe to `stream`, POST one event to it, read it back, leave."""
+    async with http.stream("GET", f"{url}/v1/streams/{stream}") as sub:
+        assert sub.status_code == 200
+        chunks = sub.aiter_raw()
+        received = await anext(chunks)  # the preamble: the subscriber has joined
+        posted = await http.post(f"{url}/v1/streams/{stream}/events", json={"n": "1"})
+        assert posted.status_code == 201, posted.text
+        wanted = f"id: {posted.json()['id']}".encode()
+        while wanted not in received:
+            received += await anext(chunks)
+
+
+def test_a_thousand_distinct_streams_of_one_pattern_add_no_metric_series(
+    session_twin: Twin, tmp_path: Path
+) -> None:
+    import asyncio
+
+    with running_proxy(session_twin, tmp_path, reader_linger_s=0) as own:
+        headers = own.headers()
+        prefix = f"standup:labels-{uuid.uuid4().hex[:8]}"
+
+        async def run(streams: range, round_trips: int) -> None:
+            """POST to every stream; subscribe to the first `round_trips` and read back."""
+            limit = asyncio.Semaphore(16)
+            async with httpx.AsyncClient(timeout=20, headers=headers) as http:
+
+                async def one(i: int) -> None:
+                    stream = f"{prefix}-{i}"
+                    async with limit:
+                        if i < round_trips:
+                            await _round_trip(http, own.url, stream)
+                        else:
+                            url = f"{own.url}/v1/streams/{stream}/events"
+                            posted = await http.post(url, json={"n": "1"})
+                            assert posted.status_code == 201, posted.text
+
+                await asyncio.gather(*(one(i) for i in streams))
+
+        asyncio.run(run(range(1), 1))  # every kind of series a standup stream touches
+        httpx.get(f"{own.url}/metrics")  # and the scrape's own request series
+        before = _series(httpx.get(f"{own.url}/metrics").text)
+        started = time.monotonic()
+        # Subscriptions start a reader (a Redis connection) each: 50 of the 1000 do.
+        asyncio.run(run(range(1, 1001), 51))
+        took = time.monotonic() - started
+        after = _series(httpx.get(f"{own.url}/metrics").text)
+    print(f"1000 standup streams (50 subscribed) in {took:.1f} s; {len(after)} series")
+    assert after - before == set()
+    assert not any(prefix in series for series in after)
+    assert 'sse_events_published_total{pattern="standup:*"}' in after
 
 
 def test_redis_connections_do_not_grow_with_clients(session_twin: Twin, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from smoke_tests.sse_client import Parser
 from sse_proxy.hub import Hub, StreamReader, Subscriber
+from sse_proxy.metrics import REGISTRY
 from sse_proxy.settings import load_settings
 from sse_proxy.sse import HEARTBEAT, entry_event, parse_entry_id
 
@@ -154,3 +155,35 @@ def test_next_batch_returns_everything_queued_or_a_heartbeat() -> None:
     assert first == [b"a", b"b"]
     assert blocked
     assert beat == [HEARTBEAT]
+
+
+def _series() -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items())))
+        for family in REGISTRY.collect()
+        for sample in family.samples
+    }
+
+
+def test_a_thousand_streams_of_one_pattern_share_their_metric_series() -> None:
+    settings = load_settings(redis_tls_ca_file="/ca", auth_mode="disabled", client_buffer=1)
+    hub = Hub(settings, backend=None)  # type: ignore[arg-type]
+
+    def traffic(stream: str) -> None:
+        r = hub.readers[stream] = StreamReader(hub, stream)
+        r.join(None)
+        r._deliver([entry(0)])
+        r._deliver([entry(1)])  # the subscriber did not read the first: a cut-off
+        hub.update_gauges()
+
+    traffic("standup:warm-up")
+    before = _series()
+    for i in range(1000):
+        traffic(f"standup:team-{i}")
+    assert _series() - before == set()
+    assert not any("standup:team" in str(labels) for _, labels in _series())
+    for r in hub.readers.values():
+        r.lag = 0.5
+    hub.readers["standup:team-7"].lag = 99.0
+    hub.update_gauges()
+    assert REGISTRY.get_sample_value("sse_reader_lag_seconds", {"pattern": "standup:*"}) == 99.0

@@ -30,6 +30,16 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
     assert settings.streams == ["a"]
 
 
+def test_a_stream_is_labelled_with_the_first_served_pattern_it_matches() -> None:
+    settings = load_settings(**BASE, streams=["standup:{eu}:*", "standup:*", "agent_updates"])
+    assert settings.pattern_of("standup:{eu}:daily") == "standup:{eu}:*"
+    assert settings.pattern_of("standup:2026-11-25") == "standup:*"
+    assert settings.pattern_of("agent_updates") == "agent_updates"
+    assert settings.pattern_of("smoke:sse:x") == "smoke:sse:*"
+    with pytest.raises(ValueError, match="matches none of the served patterns"):
+        settings.pattern_of("agent_updates_x")
+
+
 def test_retention_rules_match_in_order() -> None:
     settings = load_settings(
         **BASE,
