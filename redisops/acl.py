@@ -9,10 +9,13 @@ file and what a node has loaded can be detected token by token (`diff_acl`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from redis.crc import key_slot
 
 from redisops.errors import ConfigError
 
@@ -49,11 +52,35 @@ SMOKE_PREFIX = "smoke:"
 # roles (and so the proxy) always serve them, besides the configured streams, so that the
 # post-rollout checks never write into a real stream.
 SMOKE_STREAMS = "smoke:sse:*"
+# Key prefix of the SSE proxy's idempotency records (exactly-once POST); stream patterns
+# may not reach into it either.
+IDEMPOTENCY_PREFIX = "idempotency:"
+RESERVED_PREFIXES = {SMOKE_PREFIX: "the smoke suite's", IDEMPOTENCY_PREFIX: "the SSE proxy's"}
+# What an Idempotency-Key may be: no ':' (so a record names one stream and key) and
+# nothing a client could use to reach outside its record.
+IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_.+/=\-]{1,128}$")
 
 _STREAM_PATTERN = re.compile(r"^[A-Za-z0-9_.:{}\-*?]+$")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 MIN_PASSWORD_LENGTH = 16
 MAX_PASSWORDS_PER_USER = 2
+
+
+@dataclass(frozen=True)
+class Selector:
+    """A Redis 7 ACL selector: further keys and commands, granted only together.
+
+    A command passes when the user's root rules or one selector allow the command and all
+    of its keys, so a selector can grant a command on some keys only (`SET` on
+    idempotency records, never on a stream).
+    """
+
+    keys: tuple[str, ...]
+    commands: tuple[str, ...]
+
+    def token(self) -> str:
+        """The selector as Redis 7 lists it (it shows `%RW~` as `~`)."""
+        return f"({' '.join((*self.keys, 'resetchannels', *self.commands))})"
 
 
 @dataclass(frozen=True)
@@ -65,11 +92,76 @@ class RoleSpec:
     keys: tuple[str, ...]
     channels: tuple[str, ...]
     commands: tuple[str, ...]
+    selectors: tuple[Selector, ...] = field(default=())
 
     def rule_tokens(self) -> tuple[str, ...]:
         """The selector part of the ACL line, in the order Redis 7 lists it."""
         channels = self.channels if self.channels else ("resetchannels",)
-        return (*self.keys, *channels, *self.commands)
+        return (*self.keys, *channels, *self.commands, *(s.token() for s in self.selectors))
+
+
+def _hash_tag(key: str) -> str | None:
+    """What Redis Cluster hashes of `key` when it has a hash tag: the text between the
+    first `{` and the first `}` after it, if not empty."""
+    start = key.find("{")
+    end = key.find("}", start + 1) if start >= 0 else -1
+    return key[start + 1 : end] if end > start + 1 else None
+
+
+@functools.cache
+def _tag_for_slot(slot: int) -> str:
+    """The first counter, in base 36, that hashes to `slot` (found by trying: ~10 ms; at
+    most 4 characters for any slot)."""
+    n = 0
+    while True:
+        tag = _base36(n)
+        if key_slot(tag.encode()) == slot:
+            return tag
+        n += 1
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    text = digits[n % 36]
+    while n >= 36:
+        n //= 36
+        text = digits[n % 36] + text
+    return text
+
+
+def slot_tag(stream: str) -> str:
+    """A hash tag that puts a key into `stream`'s cluster slot.
+
+    The stream's own tag if it has one, else its whole name; a name holding a `}` outside
+    a tag cannot be quoted inside one, so for it a short string of the same slot is used.
+    """
+    tag = _hash_tag(stream)
+    if tag is not None:
+        return tag
+    if "}" not in stream:
+        return stream
+    return _tag_for_slot(key_slot(stream.encode()))
+
+
+def idempotency_key(stream: str, key: str) -> str:
+    """The name of the record of Idempotency-Key `key` on `stream`:
+    `idempotency:{<slot tag>}:<stream>:<key>`.
+
+    The hash tag puts it in the stream's slot, so one script can check it and XADD
+    atomically. Keys hold no `:`, so the record names exactly one (stream, key) pair.
+    """
+    if not IDEMPOTENCY_KEY.match(key):
+        raise ConfigError(
+            f"Idempotency-Key {key[:40]!r}: use 1-128 letters, digits or - _ . + / = "
+            "(e.g. a UUID), one per event"
+        )
+    return f"{IDEMPOTENCY_PREFIX}{{{slot_tag(stream)}}}:{stream}:{key}"
+
+
+def idempotency_pattern(stream_pattern: str) -> str:
+    """The key pattern covering the idempotency records of the streams `stream_pattern`
+    matches (and, like it, nothing outside the reserved prefix)."""
+    return f"{IDEMPOTENCY_PREFIX}{{*}}:{stream_pattern}:*"
 
 
 def validate_stream_patterns(patterns: Sequence[str]) -> tuple[str, ...]:
@@ -97,11 +189,12 @@ def validate_stream_patterns(patterns: Sequence[str]) -> tuple[str, ...]:
             )
         fixed = re.split(r"[*?]", pattern, maxsplit=1)[0]
         has_wildcard = fixed != pattern
-        if pattern.startswith(SMOKE_PREFIX) or (has_wildcard and SMOKE_PREFIX.startswith(fixed)):
-            raise ConfigError(
-                f"streams: {pattern!r} overlaps the smoke suite's reserved prefix "
-                f"{SMOKE_PREFIX!r}; choose another name"
-            )
+        for prefix, owner in RESERVED_PREFIXES.items():
+            if pattern.startswith(prefix) or (has_wildcard and prefix.startswith(fixed)):
+                raise ConfigError(
+                    f"streams: {pattern!r} overlaps {owner} reserved prefix "
+                    f"{prefix!r}; choose another name"
+                )
         if pattern not in seen:
             seen.append(pattern)
     return tuple(seen)
@@ -110,6 +203,8 @@ def validate_stream_patterns(patterns: Sequence[str]) -> tuple[str, ...]:
 def role_specs(streams: Sequence[str] = DEFAULT_STREAMS) -> dict[str, RoleSpec]:
     """Every role of the platform with the least rights it needs, for the given streams."""
     streams = validate_stream_patterns(streams)
+    served = (*streams, SMOKE_STREAMS)
+    records = tuple(f"~{idempotency_pattern(p)}" for p in served)
     specs = [
         RoleSpec(
             ADMIN,
@@ -193,11 +288,23 @@ def role_specs(streams: Sequence[str] = DEFAULT_STREAMS) -> dict[str, RoleSpec]:
             PUBLISHER,
             "agents and the SSE proxy appending events to the configured streams",
             # Write-only key access: XADD is allowed, reading the stream back is not.
-            keys=tuple(f"%W~{p}" for p in (*streams, SMOKE_STREAMS)),
+            keys=tuple(f"%W~{p}" for p in served),
             channels=(),
             # XADD trims by MAXLEN or MINID, not both: XTRIM applies the other. It grants
             # nothing XADD ... MAXLEN 0 could not already do.
             commands=("-@all", "+xadd", "+xtrim", "+ping", *CLUSTER_CLIENT),
+            selectors=(
+                # The proxy's exactly-once POST: one script checks the stream's
+                # idempotency record and XADDs. EVAL declares both keys, so it needs read
+                # and write on them; inside, the script can run only what the rules above
+                # and below allow (no read command on a stream).
+                Selector(
+                    keys=(*(f"~{p}" for p in served), *records),
+                    commands=("-@all", "+eval", "+evalsha"),
+                ),
+                # Reading and writing the records themselves, and nothing else with GET/SET.
+                Selector(keys=records, commands=("-@all", "+get", "+set")),
+            ),
         ),
         RoleSpec(
             READER,
@@ -331,11 +438,32 @@ def parse_acl_lines(lines: Iterable[str]) -> dict[str, AclUser]:
                 f"acl: cannot parse line {line[:40]!r}...; expected 'user <name> ...'"
             )
         name = tokens[1]
-        enabled = "on" in tokens[2:]
-        hashes = frozenset(t[1:] for t in tokens[2:] if t.startswith("#"))
-        rules = frozenset(t for t in tokens[2:] if t not in ("on", "off") and not t.startswith("#"))
+        rest = _group_selectors(tokens[2:])
+        enabled = "on" in rest
+        hashes = frozenset(t[1:] for t in rest if t.startswith("#"))
+        rules = frozenset(t for t in rest if t not in ("on", "off") and not t.startswith("#"))
         users[name] = AclUser(name, enabled, hashes, rules)
     return users
+
+
+def _group_selectors(tokens: Sequence[str]) -> list[str]:
+    """Tokens with each `( ... )` selector as one token, its rules in a canonical order."""
+    grouped: list[str] = []
+    selector: list[str] | None = None
+    for token in tokens:
+        if selector is None and token.startswith("("):
+            selector, token = [], token[1:]
+        if selector is None:
+            grouped.append(token)
+            continue
+        closed = token.endswith(")")
+        selector.append(token.removesuffix(")"))
+        if closed:
+            grouped.append("(" + " ".join(sorted(t for t in selector if t)) + ")")
+            selector = None
+    if selector is not None:
+        raise ConfigError("acl: a selector '(' is never closed with ')'")
+    return grouped
 
 
 def diff_acl(expected_text: str, loaded_lines: Iterable[str]) -> list[str]:

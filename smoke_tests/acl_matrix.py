@@ -7,7 +7,8 @@ wrong. The smoke suite checks every probe on the live cluster; `tests/` checks t
 against a server loaded with the rendered ACL file.
 
 Placeholders: {stream} a stream the platform serves, {outside} a key outside every
-pattern, {smoke} a key of the smoke suite's own.
+pattern, {smoke} a key of the smoke suite's own, {record} the SSE proxy's idempotency
+record of {stream} for the Idempotency-Key `acl-probe` (same slot as {stream}).
 """
 
 from __future__ import annotations
@@ -26,14 +27,19 @@ class Probe:
     how: Literal["run", "dryrun"]
 
     def resolve(self, stream: str, outside: str, smoke: str) -> tuple[str, ...]:
-        values = {"{stream}": stream, "{outside}": outside, "{smoke}": smoke}
+        values = {
+            "{stream}": stream,
+            "{outside}": outside,
+            "{smoke}": smoke,
+            "{record}": acl.idempotency_key(stream, PROBE_IDEMPOTENCY_KEY),
+        }
         return tuple(values.get(arg, arg) for arg in self.command)
 
     @property
     def key_index(self) -> int | None:
         """Position of the key the command touches (to send it to the right node)."""
         for i, arg in enumerate(self.command):
-            if arg in ("{stream}", "{outside}", "{smoke}"):
+            if arg in PLACEHOLDERS:
                 return i
         return None
 
@@ -41,6 +47,13 @@ class Probe:
     def label(self) -> str:
         verb = "may" if self.allowed else "may not"
         return f"{self.role} {verb} {' '.join(self.command)} ({self.how})"
+
+
+PLACEHOLDERS = ("{stream}", "{outside}", "{smoke}", "{record}")
+PROBE_IDEMPOTENCY_KEY = "acl-probe"
+# The record of a stream outside every pattern: the publisher may not touch it either.
+OUTSIDE_RECORD = "idempotency:{acl-probe:outside}:acl-probe:outside:acl-probe"
+NO_SCRIPT = "0" * 40  # an EVALSHA digest; DRYRUN checks rights, not whether it is loaded
 
 
 def _allow(role: str, how: Literal["run", "dryrun"], *command: str) -> Probe:
@@ -134,6 +147,22 @@ PROBES: tuple[Probe, ...] = (
     _allow(acl.PUBLISHER, "dryrun", "XADD", "smoke:sse:probe", "*", "a", "b"),
     _deny(acl.PUBLISHER, "dryrun", "XADD", "smoke:other", "*", "a", "b"),
     _deny(acl.PUBLISHER, "dryrun", "XDEL", "{stream}", "0-1"),
+    # publisher: the SSE proxy's exactly-once POST (one script: check the record, XADD)
+    _allow(acl.PUBLISHER, "dryrun", "EVALSHA", NO_SCRIPT, "2", "{stream}", "{record}", "a"),
+    _allow(acl.PUBLISHER, "dryrun", "EVAL", "return 1", "2", "{stream}", "{record}"),
+    _allow(acl.PUBLISHER, "run", "GET", "{record}"),
+    _allow(acl.PUBLISHER, "dryrun", "SET", "{record}", "x", "EX", "60"),
+    _deny(acl.PUBLISHER, "dryrun", "SET", "{stream}", "x"),
+    _deny(acl.PUBLISHER, "dryrun", "GET", "{stream}"),
+    _deny(acl.PUBLISHER, "dryrun", "DEL", "{record}"),
+    _deny(acl.PUBLISHER, "dryrun", "XADD", "{record}", "*", "a", "b"),
+    _deny(acl.PUBLISHER, "dryrun", "SET", OUTSIDE_RECORD, "x"),
+    _deny(acl.PUBLISHER, "dryrun", "SET", "{outside}", "x", "EX", "60"),
+    _deny(acl.PUBLISHER, "dryrun", "EVAL", "return 1", "1", "{outside}"),
+    _deny(acl.PUBLISHER, "dryrun", "EVALSHA", NO_SCRIPT, "2", "{stream}", "{outside}"),
+    _deny(acl.PUBLISHER, "dryrun", "SCRIPT", "LOAD", "return 1"),
+    _deny(acl.PUBLISHER, "dryrun", "SCRIPT", "FLUSH"),
+    _deny(acl.PUBLISHER, "dryrun", "FCALL", "f", "1", "{stream}"),
     # reader: read its streams, write nothing
     _allow(acl.READER, "run", "XRANGE", "{stream}", "-", "+", "COUNT", "1"),
     _allow(acl.READER, "run", "XREVRANGE", "{stream}", "+", "-", "COUNT", "1"),
@@ -150,6 +179,8 @@ PROBES: tuple[Probe, ...] = (
     _deny(acl.READER, "run", "XRANGE", "{outside}", "-", "+", "COUNT", "1"),
     _allow(acl.READER, "run", "XRANGE", "smoke:sse:probe", "-", "+", "COUNT", "1"),
     _deny(acl.READER, "run", "GET", "smoke:sse:probe"),
+    _deny(acl.READER, "run", "GET", "{record}"),
+    _deny(acl.READER, "dryrun", "EVAL", "return 1", "1", "{stream}"),
     # smoke: its own keys and what the checks need
     _allow(acl.SMOKE, "run", "SET", "{smoke}", "probe"),
     _allow(acl.SMOKE, "run", "GET", "{smoke}"),
@@ -159,6 +190,7 @@ PROBES: tuple[Probe, ...] = (
     _deny(acl.SMOKE, "run", "XRANGE", "{stream}", "-", "+", "COUNT", "1"),
     _deny(acl.SMOKE, "dryrun", "XADD", "{stream}", "*", "a", "b"),
     _deny(acl.SMOKE, "dryrun", "CLUSTER", "RESET"),
+    _deny(acl.SMOKE, "run", "GET", "{record}"),
     _deny(acl.SMOKE, "dryrun", "CLUSTER", "FORGET", "0" * 40),
 )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,14 @@ def test_every_rendered_rule_loads_and_acl_list_matches_the_file(tmp_path: Path)
         (acl.READER, "%RW~agent_updates +xadd"),
         (acl.MONITORING, "~* +get"),
         (acl.PUBLISHER, "+flushall"),
+        (acl.PUBLISHER, "+set"),  # SET on its streams (they would be replaced)
+        (acl.PUBLISHER, "%RW~agent_updates +get"),  # reads a stream
+        (acl.PUBLISHER, "(~* +get +set)"),
+        (acl.PUBLISHER, "(~agent_updates +eval +set)"),
+        (acl.PUBLISHER, "(~idempotency:* +get +set +del)"),
+        (acl.PUBLISHER, "~idempotency:*"),  # XADD into records
+        (acl.PUBLISHER, "+script|load"),
+        (acl.READER, "(~idempotency:* +get)"),
         (acl.SMOKE, "~*"),
     ],
 )
@@ -90,3 +99,47 @@ def test_probe_labels_are_unique() -> None:
     labels = [p.label for p in PROBES]
     assert len(labels) == len(set(labels))
     assert isinstance(PROBES[0], Probe)
+
+
+def test_the_publisher_touches_its_idempotency_records_and_no_other_key(tmp_path: Path) -> None:
+    """Real commands, not dry runs: what the proxy's exactly-once POST does, and what a
+    publisher must still not do, scripts included."""
+    requires_redis()
+    (tmp_path / "users.acl").write_text(render())
+    stream = "agent_updates"
+    record = acl.idempotency_key(stream, "k-1")
+    with standalone_redis(tmp_path / "srv", "--aclfile", str(tmp_path / "users.acl")) as port:
+        publisher = plain_client(port, acl.PUBLISHER, PASSWORDS[acl.PUBLISHER])
+        try:
+            assert publisher.set(record, "1-0 fp nonce", ex=60) is True
+            assert publisher.get(record) == "1-0 fp nonce"
+            script = (
+                "local id = redis.call('XADD', KEYS[1], '*', 'a', 'b') "
+                "redis.call('SET', KEYS[2], id, 'EX', 60) return id"
+            )
+            entry = publisher.eval(script, 2, stream, acl.idempotency_key(stream, "k-2"))
+            assert publisher.get(acl.idempotency_key(stream, "k-2")) == entry
+            refused: list[Callable[[], object]] = [
+                lambda: publisher.get(OUTSIDE_KEY),
+                lambda: publisher.set(OUTSIDE_KEY, "x", ex=60),
+                lambda: publisher.set(stream, "x"),  # would replace the stream
+                lambda: publisher.get(stream),
+                lambda: publisher.delete(record),
+                lambda: publisher.set(acl.idempotency_key("not_served", "k"), "x"),
+                lambda: publisher.eval("return 1", 1, OUTSIDE_KEY),
+                lambda: publisher.eval("return redis.call('SET', KEYS[1], 'x')", 1, stream),
+                lambda: publisher.eval("return redis.call('XRANGE', KEYS[1], '-', '+')", 1, stream),
+                lambda: publisher.eval("return redis.call('GET', 'acl-probe:outside')", 0),
+            ]
+            for command in refused:
+                with pytest.raises(redis.ResponseError, match=r"(?i)permission|can't"):
+                    command()
+        finally:
+            publisher.close()
+        admin = plain_client(port, acl.ADMIN, PASSWORDS[acl.ADMIN])
+        try:
+            assert admin.type(stream) == "stream"
+            assert admin.xlen(stream) == 1
+            assert admin.exists(OUTSIDE_KEY) == 0
+        finally:
+            admin.close()

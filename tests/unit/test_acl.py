@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import random
 import re
 
 import pytest
+from redis.crc import key_slot
 
 from redisops import acl
 from redisops.errors import ConfigError
@@ -99,6 +101,8 @@ def test_only_admin_holds_all_commands_or_channels() -> None:
         (["s*"], "reserved prefix"),
         (["bad stream"], "not a valid stream pattern"),
         (["evil~*"], "not a valid stream pattern"),
+        (["idempotency:x"], "reserved prefix"),
+        (["idem*"], "reserved prefix"),
     ],
 )
 def test_bad_stream_patterns_are_refused_with_the_reason(patterns: list[str], message: str) -> None:
@@ -114,8 +118,12 @@ def test_diff_acl_is_empty_for_the_same_rules_in_another_order() -> None:
     text = rendered()
     shuffled = []
     for line in text.splitlines():
-        head, tail = line.split(" ", 2)[:2], line.split(" ", 2)[2].split()
-        shuffled.append(" ".join([*head, *reversed(tail)]))
+        root, *selectors = line.split(" (")
+        head, tail = root.split(" ")[:2], root.split(" ")[2:]
+        inner = [" ".join(reversed(sel.rstrip(")").split())) for sel in selectors]
+        shuffled.append(" ".join([*head, *reversed(tail), *(f"({i})" for i in reversed(inner))]))
+    assert any("(" in line for line in shuffled)
+    assert shuffled != text.splitlines()
     assert acl.diff_acl(text, shuffled) == []
 
 
@@ -137,3 +145,89 @@ def test_diff_acl_names_users_and_what_differs_never_hashes() -> None:
     assert "user stranger exists on the node but not in the ACL file" in problems
     assert "user admin has different passwords on the node" in problems
     assert not any(HASHES["admin"][0] in p for p in problems)
+
+
+# ---- idempotency records (exactly-once POST) -----------------------------------------
+
+TRICKY_STREAMS = [
+    "agent_updates",
+    "standup:2026-11-25",
+    "standup:{team-eu}:daily",  # a hash tag: the stream's slot is the tag's
+    "standup:{}:x",  # an empty tag counts for nothing: the whole name is hashed
+    "standup:{a}{b}",  # only the first tag counts
+    "standup:a}b",  # a lone closing brace: cannot be quoted in a tag
+    "standup:}{x}",  # a closing brace before the tag
+    "standup:{open",  # an opening brace never closed
+    "standup:{{x}}",
+    "smoke:sse:{canary}:run",
+]
+
+
+@pytest.mark.parametrize("stream", TRICKY_STREAMS)
+def test_an_idempotency_record_lives_in_its_streams_cluster_slot(stream: str) -> None:
+    record = acl.idempotency_key(stream, "k-1")
+    assert key_slot(record.encode()) == key_slot(stream.encode())
+    assert record.startswith(acl.IDEMPOTENCY_PREFIX)
+    assert record.endswith(f":{stream}:k-1")  # the stream's name stays readable in the key
+
+
+def test_idempotency_records_share_the_slot_of_random_stream_names() -> None:
+    rng = random.Random(11)
+    for _ in range(300):
+        stream = "standup:" + "".join(rng.choice("ab{}:") for _ in range(rng.randint(1, 8)))
+        record = acl.idempotency_key(stream, "key")
+        assert key_slot(record.encode()) == key_slot(stream.encode()), stream
+
+
+def test_idempotency_record_names_are_fixed_and_unambiguous() -> None:
+    assert (
+        acl.idempotency_key("agent_updates", "k") == "idempotency:{agent_updates}:agent_updates:k"
+    )
+    assert acl.idempotency_key("s:{t}x", "k") == "idempotency:{t}:s:{t}x:k"
+    # Different (stream, key) pairs never share a record (keys cannot hold ':').
+    assert acl.idempotency_key("s:{t}x", "y") != acl.idempotency_key("s:{t}x:y", "z")
+    with pytest.raises(ConfigError, match="Idempotency-Key"):
+        acl.idempotency_key("agent_updates", "a:b")
+
+
+def test_the_publisher_reaches_idempotency_records_only_through_its_selectors() -> None:
+    spec = acl.role_specs(["events", "audit:*"])[acl.PUBLISHER]
+    # The root selector is unchanged: XADD/XTRIM, write-only, on the streams.
+    assert spec.keys == ("%W~events", "%W~audit:*", "%W~smoke:sse:*")
+    assert spec.commands == ("-@all", "+xadd", "+xtrim", "+ping", "+cluster|slots", "+command")
+    records = (
+        "~idempotency:{*}:events:*",
+        "~idempotency:{*}:audit:*:*",
+        "~idempotency:{*}:smoke:sse:*:*",
+    )
+    script, store = spec.selectors
+    # EVAL declares both keys, so it needs read and write on both (it runs nothing else).
+    assert script.keys == ("~events", "~audit:*", "~smoke:sse:*", *records)
+    assert script.commands == ("-@all", "+eval", "+evalsha")
+    # GET/SET only on records: SET on a stream would replace it.
+    assert store.keys == records
+    assert store.commands == ("-@all", "+get", "+set")
+    line = next(x for x in rendered().splitlines() if x.startswith("user publisher "))
+    assert line.endswith(
+        "(~agent_updates ~agent_tasks ~standup:* ~smoke:sse:* "
+        "~idempotency:{*}:agent_updates:* ~idempotency:{*}:agent_tasks:* "
+        "~idempotency:{*}:standup:*:* ~idempotency:{*}:smoke:sse:*:* "
+        "resetchannels -@all +eval +evalsha) "
+        "(~idempotency:{*}:agent_updates:* ~idempotency:{*}:agent_tasks:* "
+        "~idempotency:{*}:standup:*:* ~idempotency:{*}:smoke:sse:*:* "
+        "resetchannels -@all +get +set)"
+    )
+    for role, other in acl.role_specs().items():
+        if role != acl.PUBLISHER:
+            assert other.selectors == (), role
+
+
+def test_diff_acl_compares_selectors_as_units() -> None:
+    text = rendered()
+    line = next(x for x in text.splitlines() if x.startswith("user publisher "))
+    reordered = line.replace("+eval +evalsha)", "+evalsha +eval)")
+    assert acl.diff_acl(text, [reordered if x == line else x for x in text.splitlines()]) == []
+    # +set moved from the records' selector into the script's: a different, wider rule.
+    moved = line.replace("+eval +evalsha)", "+eval +evalsha +set)").replace("+get +set)", "+get)")
+    problems = acl.diff_acl(text, [moved if x == line else x for x in text.splitlines()])
+    assert problems == ["user publisher has different rules on the node"]
