@@ -26,9 +26,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sse_proxy import metrics, sse
+from sse_proxy import idempotency, metrics, sse
 from sse_proxy.auth import Authenticator, AuthError, Principal, error_body
-from sse_proxy.backend import REDIS_FAILURES, Backend
+from sse_proxy.backend import REDIS_FAILURES, Backend, OutcomeUnknown
 from sse_proxy.hub import Hub, Join, StreamReader, Subscriber
 from sse_proxy.settings import ProxySettings
 from sse_proxy.sse import EntryId, parse_entry_id
@@ -66,6 +66,7 @@ class HttpError(Exception):
             400: "bad_request",
             404: "not_found",
             413: "payload_too_large",
+            422: "unprocessable",
             503: "unavailable",
         }.get(self.status, "error")
         return JSONResponse(
@@ -362,11 +363,45 @@ def _fields(body: bytes) -> dict[str, str]:
     return data
 
 
+def _idempotency_key(request: Request) -> str | None:
+    try:
+        return idempotency.header_key(request.headers.getlist(idempotency.HEADER))
+    except idempotency.BadKey as exc:
+        raise HttpError(400, "bad_idempotency_key", str(exc)) from exc
+
+
+def _claim(stream: str, key: str, fields: dict[str, str], window_s: int) -> idempotency.Claim:
+    try:
+        return idempotency.claim(stream, key, fields, window_s)
+    except idempotency.BadKey as exc:
+        raise HttpError(400, "bad_idempotency_key", str(exc)) from exc
+
+
+def _outcome_unknown(exc: OutcomeUnknown, claim: idempotency.Claim | None) -> HttpError:
+    if claim is None:
+        advice = (
+            "retrying may publish it twice; to publish exactly once, send an "
+            f"{idempotency.HEADER} header (a new one per event) and retry with the same one"
+        )
+    else:
+        advice = (
+            f"retry with the same {idempotency.HEADER} within {claim.window_s} s: if it was "
+            "published, the answer is 200 with its id, else it is published now"
+        )
+    return HttpError(
+        503,
+        "publish_outcome_unknown",
+        f"the event may or may not have been published (Redis did not answer: {exc}); {advice}",
+        {"Retry-After": "1"},
+    )
+
+
 def build_app(settings: ProxySettings) -> Starlette:
     proxy = Proxy(settings)
 
     async def publish(request: Request) -> Response:
         stream = request.path_params["stream"]
+        claim: idempotency.Claim | None = None
         try:
             proxy.check_stream(stream)
             principal = proxy.principal(request)
@@ -375,19 +410,32 @@ def build_app(settings: ProxySettings) -> Starlette:
                     403, "publish_not_allowed", f"the token may not publish to {stream!r}"
                 )
             proxy.check_available()
+            key = _idempotency_key(request)
             fields = _fields(await _read_body(request, settings.max_payload_bytes))
-            entry_id = await proxy.backend.publish(stream, fields, settings.retention_for(stream))
+            if key is not None:
+                claim = _claim(stream, key, fields, settings.idempotency_window_s)
+            published = await proxy.backend.publish(
+                stream, fields, settings.retention_for(stream), claim
+            )
         except AuthError as exc:
             return _auth_response(exc)
         except HttpError as exc:
             return exc.response()
+        except idempotency.KeyReused as exc:
+            return HttpError(422, "idempotency_key_reused", str(exc)).response()
+        except OutcomeUnknown as exc:
+            metrics.REDIS_ERRORS.labels("publish").inc()
+            return _outcome_unknown(exc, claim).response()
         except REDIS_FAILURES as exc:
             metrics.REDIS_ERRORS.labels("publish").inc()
             return HttpError(
                 503, "redis_unavailable", f"the entry was not added: {exc}", {"Retry-After": "1"}
             ).response()
-        metrics.PUBLISHED.labels(settings.pattern_of(stream)).inc()
-        return JSONResponse({"id": entry_id, "stream": stream}, status_code=201)
+        if published.created:
+            metrics.PUBLISHED.labels(settings.pattern_of(stream)).inc()
+        body = {"id": published.entry_id, "stream": stream}
+        # 200: an earlier request with this Idempotency-Key added the entry.
+        return JSONResponse(body, status_code=201 if published.created else 200)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -452,7 +500,12 @@ def build_app(settings: ProxySettings) -> Starlette:
                 allow_origins=settings.cors_origins,
                 allow_credentials=True,
                 allow_methods=["GET", "POST"],
-                allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+                allow_headers=[
+                    "Authorization",
+                    "Content-Type",
+                    "Last-Event-ID",
+                    idempotency.HEADER,
+                ],
                 max_age=600,
             )
         )

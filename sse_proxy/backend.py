@@ -5,6 +5,11 @@
 - one shared client as `reader` for catch-up pages and stream metadata, and one as
   `publisher` for XADD; each is limited to `redis_concurrency` commands in flight.
 
+Reads are retried across a failover. Writes are sent again only when that cannot append
+twice: when Redis refused the command or it never left the proxy, or when it is the
+idempotent script of a POST with an Idempotency-Key (`sse_proxy.idempotency`). Otherwise a
+write whose reply was lost is reported as `OutcomeUnknown`, never silently repeated.
+
 Runs against Redis Cluster over TLS (the roles from `redisops.acl`) or a single `redis://`
 node for development.
 """
@@ -13,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -23,6 +30,8 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from redisops.errors import ConfigError
+from sse_proxy import idempotency
+from sse_proxy.idempotency import Claim, Published
 from sse_proxy.settings import ProxySettings, RetentionRule
 from sse_proxy.sse import EntryId, format_entry_id, parse_entry_id
 
@@ -37,6 +46,50 @@ REDIS_FAILURES: tuple[type[BaseException], ...] = (
     redis.exceptions.RedisClusterException,
     OSError,
 )
+# Failures after which sending the same command again is worth it (a failover, a
+# reconnect); the others (NOPERM, OOM, WRONGTYPE, ...) would fail the same way again.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.RedisClusterException,
+    OSError,
+)
+# A publish is attempted once and up to this many times more (backoff 0.1 s .. 1 s, about
+# 2.5 s in all: the first seconds of a failover).
+PUBLISH_RETRIES = 5
+
+T = TypeVar("T")
+
+
+class OutcomeUnknown(Exception):
+    """A write was sent and its reply lost: it may or may not have been applied."""
+
+
+def never_applied(exc: BaseException) -> bool:
+    """Whether `exc` proves the command was not applied: Redis refused it (an error
+    reply), or it was never sent (no connection could be made).
+
+    Anything else (a connection lost or a read timing out after sending) may have
+    followed the command's execution. Connect failures are told by redis-py's message;
+    should it change, they count as uncertain, the safe side.
+    """
+    if isinstance(
+        exc,
+        (
+            redis.exceptions.ResponseError,
+            redis.exceptions.RedisClusterException,
+            redis.exceptions.BusyLoadingError,
+            redis.exceptions.MaxConnectionsError,
+            redis.exceptions.AuthenticationError,
+        ),
+    ):
+        return True
+    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+        message = str(exc)
+        return message.startswith(("Error ", "Timeout ")) and " connecting to " in message
+    return False
 
 
 def _password(path: Path | None, role: str) -> str | None:
@@ -109,11 +162,10 @@ class Backend:
             "health_check_interval": 0,
         }
 
-    def _client(self, username: str, password: str | None) -> Any:
+    def _client(self, username: str, password: str | None, retry: Retry) -> Any:
         s = self.settings
         options = self._common(username, password)
-        # Shared clients retry briefly across a failover; the reader handles its own.
-        options["retry"] = Retry(ExponentialBackoff(cap=1.0, base=0.05), 5)
+        options["retry"] = retry
         if s.redis_mode == "single":
             assert s.redis_url is not None
             return aioredis.Redis.from_url(
@@ -133,8 +185,17 @@ class Backend:
     async def start(self) -> None:
         s = self.settings
         # Clients connect lazily: the proxy starts (and says "not ready") while Redis is down.
-        self.reader = self._client(s.reader_username, self._reader_password)
-        self.publisher = self._client(s.publisher_username, self._publisher_password)
+        # The shared reader retries briefly across a failover (reads repeat safely; the
+        # stream readers handle their own). The publisher never retries by itself: a
+        # write whose reply was lost may have been applied (see `publish`).
+        self.reader = self._client(
+            s.reader_username,
+            self._reader_password,
+            Retry(ExponentialBackoff(cap=1.0, base=0.05), 5),
+        )
+        self.publisher = self._client(
+            s.publisher_username, self._publisher_password, Retry(NoBackoff(), 0)
+        )
 
     async def close(self) -> None:
         for client in (self.reader, self.publisher):
@@ -213,25 +274,73 @@ class Backend:
             )
         return [(entry_id, dict(fields)) for entry_id, fields in entries]
 
-    async def publish(self, stream: str, fields: dict[str, str], rule: RetentionRule | None) -> str:
-        """XADD with the stream's retention; returns the new entry id."""
-        import time
+    async def publish(
+        self,
+        stream: str,
+        fields: dict[str, str],
+        rule: RetentionRule | None,
+        claim: Claim | None = None,
+    ) -> Published:
+        """XADD with the stream's retention: exactly once under `claim` (an
+        Idempotency-Key), else at most once.
 
+        Raises OutcomeUnknown when the entry may or may not have been added, and the Redis
+        error when it was not.
+        """
+        maxlen = rule.maxlen if rule is not None else None
         minid = None
         if rule is not None and rule.max_age_s is not None:
             minid = f"{int(time.time() * 1000) - rule.max_age_s * 1000}-0"
-        async with self._writes:
-            if rule is not None and rule.maxlen is not None:
-                entry_id = await self.publisher.xadd(
-                    stream, fields, maxlen=rule.maxlen, approximate=True
-                )
-                if minid is not None:
-                    await self.publisher.xtrim(stream, minid=minid, approximate=True)
-            else:
-                entry_id = await self.publisher.xadd(
-                    stream, fields, minid=minid, approximate=minid is not None
-                )
+        if claim is None:
+            entry_id = await self._write(lambda: self._xadd(stream, fields, maxlen, minid))
+            return Published(entry_id, created=True)
+        args = idempotency.script_args(claim, fields, maxlen, minid)
+        reply = await self._write(lambda: self._script(args), idempotent=True)
+        return idempotency.outcome(reply, claim)
+
+    async def _xadd(
+        self, stream: str, fields: dict[str, str], maxlen: int | None, minid: str | None
+    ) -> str:
+        if maxlen is None:
+            entry_id = await self.publisher.xadd(
+                stream, fields, minid=minid, approximate=minid is not None
+            )
+            return str(entry_id)
+        entry_id = await self.publisher.xadd(stream, fields, maxlen=maxlen, approximate=True)
+        if minid is not None:
+            # The entry is in: a failure of this trim must not make the POST look failed.
+            try:
+                await self.publisher.xtrim(stream, minid=minid, approximate=True)
+            except REDIS_FAILURES as exc:
+                logger.warning("trimming %s by age failed (next POST trims): %s", stream, exc)
         return str(entry_id)
+
+    async def _script(self, args: list[Any]) -> Any:
+        try:
+            return await self.publisher.execute_command("EVALSHA", idempotency.SCRIPT_SHA, *args)
+        except redis.exceptions.NoScriptError:
+            # Not in this node's script cache (a restart, a failover): EVAL loads it.
+            return await self.publisher.execute_command("EVAL", idempotency.SCRIPT, *args)
+
+    async def _write(self, send: Callable[[], Awaitable[T]], idempotent: bool = False) -> T:
+        """Send a write, again after failures that cannot have applied it, and, when
+        `idempotent`, also after those that may have."""
+        uncertain = False
+        for attempt in range(PUBLISH_RETRIES + 1):
+            try:
+                async with self._writes:
+                    return await send()
+            except REDIS_FAILURES as exc:
+                applied_maybe = not never_applied(exc)
+                uncertain = uncertain or applied_maybe
+                last = attempt == PUBLISH_RETRIES
+                if last or not isinstance(exc, TRANSIENT) or (applied_maybe and not idempotent):
+                    if uncertain:
+                        raise OutcomeUnknown(f"{type(exc).__name__}: {exc}") from exc
+                    raise
+                logger.info("publish attempt %d failed (%s); trying again", attempt + 1, exc)
+            await asyncio.sleep(min(1.0, 0.05 * 2 ** (attempt + 1)))
+        raise AssertionError("unreachable")
 
     async def ping(self) -> bool:
         async with self._reads:

@@ -84,6 +84,12 @@ class ProxySettings(BaseSettings):
     reader_linger_s: float = Field(default=30.0, ge=0)
     max_connections: int = Field(default=10_000, ge=1)
     max_payload_bytes: int = Field(default=65_536, ge=64)
+    idempotency_window_s: int = Field(
+        default=86_400,
+        ge=1,
+        le=30 * 86_400,
+        description="how long a POST's Idempotency-Key is remembered (a repeat gets 200)",
+    )
     shutdown_grace_s: float = Field(default=20.0, ge=0)
 
     # --- authorization

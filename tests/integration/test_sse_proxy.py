@@ -290,6 +290,127 @@ def test_an_oversized_body_without_content_length_is_refused(proxy: ProxyProcess
     assert response.status_code == 413
 
 
+# ---- exactly-once publishing ---------------------------------------------------------
+
+
+def post(
+    proxy: ProxyProcess, stream: str, fields: dict[str, str], key: str | None = None
+) -> httpx.Response:
+    headers = proxy.headers()
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    return httpx.post(
+        f"{proxy.url}/v1/streams/{stream}/events", json=fields, headers=headers, timeout=20
+    )
+
+
+def entries_of(twin: Twin, stream: str) -> list[tuple[str, dict[str, str]]]:
+    client = admin(twin)
+    try:
+        entries: Any = client.xrange(stream, "-", "+")
+        return [(str(entry_id), dict(fields)) for entry_id, fields in entries]
+    finally:
+        client.close()
+
+
+def test_a_repeated_post_with_the_same_idempotency_key_answers_200_with_the_first_id(
+    proxy: ProxyProcess, session_twin: Twin
+) -> None:
+    stream = stream_name()
+    key = uuid.uuid4().hex
+    first = post(proxy, stream, {"sender": "agent", "n": "1"}, key)
+    assert first.status_code == 201, first.text
+    repeats = [post(proxy, stream, {"sender": "agent", "n": "1"}, key) for _ in range(3)]
+    assert [r.status_code for r in repeats] == [200, 200, 200]
+    assert {r.json()["id"] for r in repeats} == {first.json()["id"]}
+    assert entries_of(session_twin, stream) == [(first.json()["id"], {"sender": "agent", "n": "1"})]
+
+
+def test_different_idempotency_keys_add_distinct_entries(
+    proxy: ProxyProcess, session_twin: Twin
+) -> None:
+    stream = stream_name()
+    answers = [post(proxy, stream, {"n": "same"}, f"key-{i}") for i in range(3)]
+    assert [a.status_code for a in answers] == [201, 201, 201]
+    ids = [a.json()["id"] for a in answers]
+    assert len(set(ids)) == 3
+    assert [eid for eid, _ in entries_of(session_twin, stream)] == ids
+
+
+def test_concurrent_posts_with_one_idempotency_key_add_one_entry(
+    proxy: ProxyProcess, session_twin: Twin
+) -> None:
+    stream = stream_name()
+    key = uuid.uuid4().hex
+    answers: list[httpx.Response] = []
+    threads = [
+        threading.Thread(target=lambda: answers.append(post(proxy, stream, {"n": "1"}, key)))
+        for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(a.status_code for a in answers) == [200] * 7 + [201]
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert len(entries_of(session_twin, stream)) == 1
+
+
+def test_an_idempotency_key_reused_for_another_event_is_refused(
+    proxy: ProxyProcess, session_twin: Twin
+) -> None:
+    stream = stream_name()
+    assert post(proxy, stream, {"n": "1"}, "reused-key").status_code == 201
+    other = post(proxy, stream, {"n": "2"}, "reused-key")
+    assert other.status_code == 422, other.text
+    assert other.json()["reason"] == "idempotency_key_reused"
+    assert "Idempotency-Key" in other.json()["detail"]
+    assert len(entries_of(session_twin, stream)) == 1
+
+
+@pytest.mark.parametrize(
+    "key", ["", "x" * 129, "has space", "colon:inside", "star*", "brace{", "é"]
+)
+def test_a_malformed_idempotency_key_is_a_400_naming_the_header(
+    proxy: ProxyProcess, session_twin: Twin, key: str
+) -> None:
+    stream = stream_name()
+    headers = [(k.encode(), v.encode()) for k, v in proxy.headers().items()]
+    response = httpx.post(
+        f"{proxy.url}/v1/streams/{stream}/events",
+        content=json.dumps({"n": "1"}).encode(),
+        headers=[*headers, (b"Idempotency-Key", key.encode())],
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["reason"] == "bad_idempotency_key"
+    assert "Idempotency-Key" in response.json()["detail"]
+    assert entries_of(session_twin, stream) == []
+
+
+def test_an_idempotency_key_expires_after_the_window(session_twin: Twin, tmp_path: Path) -> None:
+    from redis.crc import key_slot
+
+    from redisops import acl
+
+    with running_proxy(session_twin, tmp_path, idempotency_window_s=1) as own:
+        stream = stream_name("standup:{team-eu}:expiry")
+        first = post(own, stream, {"n": "1"}, "expiring-key")
+        assert first.status_code == 201, first.text
+        assert post(own, stream, {"n": "1"}, "expiring-key").status_code == 200
+        record = acl.idempotency_key(stream, "expiring-key")
+        client = admin(session_twin)
+        try:
+            assert key_slot(record.encode()) == key_slot(stream.encode())
+            assert 0 < int(client.pttl(record)) <= 1000
+        finally:
+            client.close()
+        time.sleep(1.3)
+        again = post(own, stream, {"n": "1"}, "expiring-key")
+    assert again.status_code == 201
+    assert again.json()["id"] != first.json()["id"]
+    assert len(entries_of(session_twin, stream)) == 2
+
+
 # ---- refusing ----------------------------------------------------------------------
 
 
@@ -411,68 +532,6 @@ def test_health_readiness_and_metrics(proxy: ProxyProcess, session_twin: Twin) -
     ):
         assert name in text
     assert 'sse_http_requests_total{method="GET",route="subscribe",status="200"}' in text
-
-
-def _series(text: str) -> set[str]:
-    """The proxy's own series in a /metrics page: name and labels, without values."""
-    return {
-        line.rsplit(" ", 1)[0]
-        for line in text.splitlines()
-        if line.startswith("sse_") and not line.startswith("#")
-    }
-
-
-async def _round_trip(http: httpx.AsyncClient, url: str, stream: str) -> None:
-    """Subscribe to `stream`, POST one event to it, read it back, leave."""
-    async with http.stream("GET", f"{url}/v1/streams/{stream}") as sub:
-        assert sub.status_code == 200
-        chunks = sub.aiter_raw()
-        received = await anext(chunks)  # the preamble: the subscriber has joined
-        posted = await http.post(f"{url}/v1/streams/{stream}/events", json={"n": "1"})
-        assert posted.status_code == 201, posted.text
-        wanted = f"id: {posted.json()['id']}".encode()
-        while wanted not in received:
-            received += await anext(chunks)
-
-
-def test_a_thousand_distinct_streams_of_one_pattern_add_no_metric_series(
-    session_twin: Twin, tmp_path: Path
-) -> None:
-    import asyncio
-
-    with running_proxy(session_twin, tmp_path, reader_linger_s=0) as own:
-        headers = own.headers()
-        prefix = f"standup:labels-{uuid.uuid4().hex[:8]}"
-
-        async def run(streams: range, round_trips: int) -> None:
-            """POST to every stream; subscribe to the first `round_trips` and read back."""
-            limit = asyncio.Semaphore(16)
-            async with httpx.AsyncClient(timeout=20, headers=headers) as http:
-
-                async def one(i: int) -> None:
-                    stream = f"{prefix}-{i}"
-                    async with limit:
-                        if i < round_trips:
-                            await _round_trip(http, own.url, stream)
-                        else:
-                            url = f"{own.url}/v1/streams/{stream}/events"
-                            posted = await http.post(url, json={"n": "1"})
-                            assert posted.status_code == 201, posted.text
-
-                await asyncio.gather(*(one(i) for i in streams))
-
-        asyncio.run(run(range(1), 1))  # every kind of series a standup stream touches
-        httpx.get(f"{own.url}/metrics")  # and the scrape's own request series
-        before = _series(httpx.get(f"{own.url}/metrics").text)
-        started = time.monotonic()
-        # Subscriptions start a reader (a Redis connection) each: 50 of the 1000 do.
-        asyncio.run(run(range(1, 1001), 51))
-        took = time.monotonic() - started
-        after = _series(httpx.get(f"{own.url}/metrics").text)
-    print(f"1000 standup streams (50 subscribed) in {took:.1f} s; {len(after)} series")
-    assert after - before == set()
-    assert not any(prefix in series for series in after)
-    assert 'sse_events_published_total{pattern="standup:*"}' in after
 
 
 def test_redis_connections_do_not_grow_with_clients(session_twin: Twin, tmp_path: Path) -> None:
@@ -670,6 +729,68 @@ def test_the_head_bound_applies_to_every_request_of_a_kept_alive_connection(
                 time.sleep(0.001)
         statuses.append(_read_answer(sock))
     assert statuses == [200, 200, 431]
+
+
+def _series(text: str) -> set[str]:
+    """The proxy's own series in a /metrics page: name and labels, without values."""
+    return {
+        line.rsplit(" ", 1)[0]
+        for line in text.splitlines()
+        if line.startswith("sse_") and not line.startswith("#")
+    }
+
+
+async def _round_trip(http: httpx.AsyncClient, url: str, stream: str) -> None:
+    """Subscribe to `stream`, POST one event to it, read it back, leave."""
+    async with http.stream("GET", f"{url}/v1/streams/{stream}") as sub:
+        assert sub.status_code == 200
+        chunks = sub.aiter_raw()
+        received = await anext(chunks)  # the preamble: the subscriber has joined
+        posted = await http.post(f"{url}/v1/streams/{stream}/events", json={"n": "1"})
+        assert posted.status_code == 201, posted.text
+        wanted = f"id: {posted.json()['id']}".encode()
+        while wanted not in received:
+            received += await anext(chunks)
+
+
+def test_a_thousand_distinct_streams_of_one_pattern_add_no_metric_series(
+    session_twin: Twin, tmp_path: Path
+) -> None:
+    import asyncio
+
+    with running_proxy(session_twin, tmp_path, reader_linger_s=0) as own:
+        headers = own.headers()
+        prefix = f"standup:labels-{uuid.uuid4().hex[:8]}"
+
+        async def run(streams: range, round_trips: int) -> None:
+            """POST to every stream; subscribe to the first `round_trips` and read back."""
+            limit = asyncio.Semaphore(16)
+            async with httpx.AsyncClient(timeout=20, headers=headers) as http:
+
+                async def one(i: int) -> None:
+                    stream = f"{prefix}-{i}"
+                    async with limit:
+                        if i < round_trips:
+                            await _round_trip(http, own.url, stream)
+                        else:
+                            url = f"{own.url}/v1/streams/{stream}/events"
+                            posted = await http.post(url, json={"n": "1"})
+                            assert posted.status_code == 201, posted.text
+
+                await asyncio.gather(*(one(i) for i in streams))
+
+        asyncio.run(run(range(1), 1))  # every kind of series a standup stream touches
+        httpx.get(f"{own.url}/metrics")  # and the scrape's own request series
+        before = _series(httpx.get(f"{own.url}/metrics").text)
+        started = time.monotonic()
+        # Subscriptions start a reader (a Redis connection) each: 50 of the 1000 do.
+        asyncio.run(run(range(1, 1001), 51))
+        took = time.monotonic() - started
+        after = _series(httpx.get(f"{own.url}/metrics").text)
+    print(f"1000 standup streams (50 subscribed) in {took:.1f} s; {len(after)} series")
+    assert after - before == set()
+    assert not any(prefix in series for series in after)
+    assert 'sse_events_published_total{pattern="standup:*"}' in after
 
 
 def test_sigterm_tells_every_client_to_come_back_and_exits_within_the_grace(

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from redis.crc import key_slot
@@ -21,7 +22,14 @@ from redisops.local.settings import HOST
 from redisops.local.twin import Twin
 from smoke_tests.sse_client import Subscription
 from tests.conftest import free_base_port, free_port
-from tests.integration.proxies import ProxyProcess, admin, publisher, start_proxy, stop
+from tests.integration.proxies import (
+    ProxyProcess,
+    admin,
+    publisher,
+    running_proxy,
+    start_proxy,
+    stop,
+)
 
 
 class Writer:
@@ -231,5 +239,135 @@ def test_a_proxy_restart_under_streaming_clients_loses_and_repeats_nothing(
             for sub in subs:
                 assert ids_of(sub) == expected
                 assert sub.connections >= 2  # it did reconnect
+    finally:
+        stop(proxy.proc)
+
+
+# ---- publishing across lost replies and crashes --------------------------------------
+
+
+def post(
+    proxy: ProxyProcess,
+    stream: str,
+    fields: dict[str, str],
+    key: str | None = None,
+    timeout: float = 20.0,
+) -> httpx.Response:
+    headers = proxy.headers()
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    return httpx.post(
+        f"{proxy.url}/v1/streams/{stream}/events", json=fields, headers=headers, timeout=timeout
+    )
+
+
+def entries_with(twin: Twin, stream: str, n: str) -> list[str]:
+    """Ids of the stream's entries whose field `n` is `n`."""
+    client = admin(twin)
+    try:
+        entries: Any = client.xrange(stream, "-", "+")
+        return [str(entry_id) for entry_id, fields in entries if fields.get("n") == n]
+    finally:
+        client.close()
+
+
+def node_admin(twin: Twin, port: int, timeout: float = 10.0) -> redis.Redis:
+    return connect(
+        Endpoint(host=HOST, port=port),
+        twin.client_tls(acl.ADMIN),
+        twin.credentials(acl.ADMIN),
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize("key", [None, "lost-reply-key"])
+def test_a_publish_whose_redis_reply_is_lost_is_never_appended_twice(
+    session_twin: Twin, tmp_path: Path, key: str | None
+) -> None:
+    """The write executes on the primary, then the proxy's connection is cut before the
+    reply: CLIENT PAUSE ALL holds the write, and a CLIENT KILL of the publisher's
+    connections, sent after it, runs right after it in the same turn of the event loop."""
+    twin = session_twin
+    stream = f"standup:lost-reply-{uuid.uuid4().hex[:8]}"
+    primary, _ = shard_of(twin, stream)
+    with running_proxy(twin, tmp_path) as proxy:
+        # An authenticated publisher connection to the primary (and the script loaded).
+        warm = post(proxy, stream, {"n": "warm"}, None if key is None else f"warm-{key}")
+        assert warm.status_code == 201, warm.text
+        pauser, killer = node_admin(twin, primary), node_admin(twin, primary)
+        answer: list[httpx.Response] = []
+        try:
+            killer.ping()  # connected and authenticated now: under the pause only KILL waits
+            pauser.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+            request = threading.Thread(
+                target=lambda: answer.append(post(proxy, stream, {"n": "lost"}, key))
+            )
+            request.start()
+            time.sleep(0.4)  # the proxy's write waits in the paused primary
+            killer.execute_command("CLIENT", "KILL", "USER", acl.PUBLISHER)  # parked behind it
+            request.join(timeout=30)
+        finally:
+            pauser.close()
+            killer.close()
+        held = entries_with(twin, stream, "lost")
+    assert len(held) == 1, f"the stream holds the event {len(held)} times"
+    if key is None:
+        assert answer[0].status_code == 503, answer[0].text
+        body = answer[0].json()
+        assert body["reason"] == "publish_outcome_unknown"
+        assert "may or may not" in body["detail"] and "Idempotency-Key" in body["detail"]
+    else:
+        assert answer[0].status_code == 201, answer[0].text
+        assert answer[0].json()["id"] == held[0]
+
+
+def test_a_client_retrying_with_its_idempotency_key_across_a_primary_crash_publishes_once(
+    failover_twin: Twin, tmp_path: Path
+) -> None:
+    """kill -9 of the stream's primary while the publish waits in it (CLIENT PAUSE WRITE
+    holds it there); the client gives up after 0.5 s each time and retries with its key,
+    so several of its attempts are still running in the proxy when the replica takes over."""
+    twin = failover_twin
+    stream = f"standup:crash-post-{uuid.uuid4().hex[:8]}"
+    key = uuid.uuid4().hex
+    proxy = start_proxy(twin, tmp_path)
+    try:
+        assert post(proxy, stream, {"n": "warm"}, f"warm-{key}").status_code == 201
+        primary, replica = shard_of(twin, stream)
+        pauser = node_admin(twin, primary)
+        try:
+            pauser.execute_command("CLIENT", "PAUSE", "10000", "WRITE")
+        finally:
+            pauser.close()
+        answers: list[int | str] = []
+        final: list[httpx.Response] = []
+
+        def client() -> None:
+            deadline = time.monotonic() + 40
+            while time.monotonic() < deadline:
+                try:
+                    response = post(proxy, stream, {"n": "crash"}, key, timeout=0.5)
+                except httpx.TimeoutException:
+                    answers.append("timeout")
+                    continue
+                answers.append(response.status_code)
+                if response.status_code in (200, 201):
+                    final.append(response)
+                    return
+                time.sleep(0.1)
+
+        retrying = threading.Thread(target=client)
+        retrying.start()
+        time.sleep(0.5)  # the first attempt waits in the paused primary
+        twin.kill_node(primary)
+        wait_role(twin, replica, "primary")
+        retrying.join(timeout=60)
+        time.sleep(4)  # attempts the client abandoned have run their course in the proxy
+        twin.start_node(primary)
+        wait_role(twin, primary, "replica")
+        held = entries_with(twin, stream, "crash")
+        print(f"client saw {answers}; the stream holds {held}")
+        assert final, f"no attempt succeeded: {answers}"
+        assert held == [final[0].json()["id"]], f"the stream holds the event {len(held)} times"
     finally:
         stop(proxy.proc)

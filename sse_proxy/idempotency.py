@@ -1,0 +1,168 @@
+"""Exactly-once publishing: the `Idempotency-Key` header and the script that checks its
+record and appends the entry in one atomic step.
+
+A POST with `Idempotency-Key: <key>` leaves a record next to the stream (same cluster
+slot, `redisops.acl.idempotency_key`) holding the new entry's id, a fingerprint of the
+event and the request's nonce; it expires after the proxy's `idempotency_window_s`. A
+repeat within the window finds the record and gets the first id back instead of a second
+entry. Because the check and the XADD are one script, the proxy may send it again after
+a lost reply: at most one of the attempts appends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redisops.acl import IDEMPOTENCY_KEY, idempotency_key
+
+HEADER = "Idempotency-Key"
+# The script passes the fields to XADD through Lua's unpack(), which takes ~8000 values.
+MAX_FIELDS = 2000
+
+# KEYS[1] the stream, KEYS[2] its idempotency record.
+# ARGV[1] the record's lifetime (s), ARGV[2] "<fingerprint> <nonce>", ARGV[3] MAXLEN or '',
+# ARGV[4] MINID or '', ARGV[5...] field, value, field, value, ...
+# Returns {1, id} for a new entry, {0, record} when the key was used before.
+SCRIPT = """
+local record = redis.call('GET', KEYS[2])
+if record then
+  return {0, record}
+end
+local xadd = {'XADD', KEYS[1]}
+if ARGV[3] ~= '' then
+  xadd[#xadd + 1] = 'MAXLEN'; xadd[#xadd + 1] = '~'; xadd[#xadd + 1] = ARGV[3]
+elseif ARGV[4] ~= '' then
+  xadd[#xadd + 1] = 'MINID'; xadd[#xadd + 1] = '~'; xadd[#xadd + 1] = ARGV[4]
+end
+xadd[#xadd + 1] = '*'
+for i = 5, #ARGV do
+  xadd[#xadd + 1] = ARGV[i]
+end
+-- Every right first: a write refused after the XADD would leave an entry with no record.
+if not (redis.acl_check_cmd('XADD', KEYS[1], '*', 'f', 'v')
+    and redis.acl_check_cmd('XTRIM', KEYS[1], 'MINID', '~', '0-1')
+    and redis.acl_check_cmd('SET', KEYS[2], 'v', 'EX', '1')) then
+  return redis.error_reply('NOPERM the user may not XADD to ' .. KEYS[1] ..
+    ' or write its idempotency record ' .. KEYS[2])
+end
+local id = redis.call(unpack(xadd))
+if ARGV[3] ~= '' and ARGV[4] ~= '' then
+  redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[4])
+end
+redis.call('SET', KEYS[2], id .. ' ' .. ARGV[2], 'EX', ARGV[1])
+return {1, id}
+"""
+SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()  # noqa: S324 (Redis names scripts so)
+
+
+class BadKey(ValueError):
+    """The Idempotency-Key header is malformed."""
+
+
+class KeyReused(Exception):
+    """The key's record belongs to a different event."""
+
+    def __init__(self, key: str, stream: str, entry_id: str) -> None:
+        super().__init__(
+            f"{HEADER} {key!r} was first used for a different event on stream {stream!r} "
+            f"(entry {entry_id}); send a new key with each event, the same key only when "
+            "retrying that event"
+        )
+        self.entry_id = entry_id
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One request's use of an Idempotency-Key."""
+
+    key: str
+    stream: str
+    record: str  # the record's key name in Redis
+    fingerprint: str  # of the event: a repeat must carry the same one
+    nonce: str  # this request's own mark: a record with it was written by this request
+    window_s: int
+
+
+@dataclass(frozen=True)
+class Published:
+    """An entry that is in the stream: new (`created`), or added by an earlier request."""
+
+    entry_id: str
+    created: bool
+
+
+def header_key(values: Sequence[str]) -> str | None:
+    """The key from the Idempotency-Key header values (None when absent).
+
+    A Structured Fields string (`"abc"`, as the IETF draft writes it) is unquoted.
+    """
+    if not values:
+        return None
+    if len(values) > 1:
+        raise BadKey(f"{HEADER}: sent {len(values)} times; send it once per request")
+    key = values[0].strip()
+    if len(key) >= 2 and key[0] == key[-1] == '"':
+        key = key[1:-1]
+    if not IDEMPOTENCY_KEY.match(key):
+        raise BadKey(
+            f"{HEADER}: {key[:40]!r} is not a valid key; use 1-128 letters, digits or "
+            "- _ . + / = (e.g. a UUID), a new one for each event"
+        )
+    return key
+
+
+def fingerprint(fields: dict[str, str]) -> str:
+    """A digest of the event, the same whatever the order of its fields."""
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def claim(stream: str, key: str, fields: dict[str, str], window_s: int) -> Claim:
+    if len(fields) > MAX_FIELDS:
+        raise BadKey(
+            f"{HEADER}: an event published with a key may have at most {MAX_FIELDS} fields; "
+            f"this one has {len(fields)}"
+        )
+    return Claim(
+        key=key,
+        stream=stream,
+        record=idempotency_key(stream, key),
+        fingerprint=fingerprint(fields),
+        nonce=secrets.token_hex(8),
+        window_s=window_s,
+    )
+
+
+def script_args(
+    claim: Claim, fields: dict[str, str], maxlen: int | None, minid: str | None
+) -> list[Any]:
+    """KEYS and ARGV of SCRIPT, after the script (or its SHA): numkeys first."""
+    flat = [item for pair in fields.items() for item in pair]
+    return [
+        2,
+        claim.stream,
+        claim.record,
+        claim.window_s,
+        f"{claim.fingerprint} {claim.nonce}",
+        "" if maxlen is None else maxlen,
+        "" if minid is None else minid,
+        *flat,
+    ]
+
+
+def outcome(reply: Any, claim: Claim) -> Published:
+    """What SCRIPT's reply means for this request."""
+    created, value = int(reply[0]), str(reply[1])
+    if created:
+        return Published(value, created=True)
+    entry_id, _, rest = value.partition(" ")
+    recorded, _, nonce = rest.partition(" ")
+    if recorded != claim.fingerprint:
+        raise KeyReused(claim.key, claim.stream, entry_id)
+    # Our own record: an earlier attempt of this very request added it (its reply was lost).
+    return Published(entry_id, created=nonce == claim.nonce)
