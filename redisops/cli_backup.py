@@ -145,12 +145,14 @@ def backup_create(
         bool,
         typer.Option(
             "--latest/--no-latest",
-            help="Also replace latest.json (off for identities that may only add objects).",
+            hidden=True,
+            help="No effect (latest.json is no longer written: nothing is ever replaced).",
         ),
     ] = True,
     json_out: JsonOut = False,
 ) -> None:
     """One RDB per shard (from a replica when one is in sync), manifest written last."""
+    del latest  # accepted for job specs that still pass --no-latest
     access = cluster_access(
         acl.BACKUP,
         target=target,
@@ -172,7 +174,6 @@ def backup_create(
             storage,
             source=source,
             progress=progress,
-            write_latest=latest,
         )
     if json_out:
         emit({"location": storage.url, **manifest.model_dump(mode="json")})

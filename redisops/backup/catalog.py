@@ -11,9 +11,17 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from redisops.backup.manifest import BACKUP_ID, LATEST, MANIFEST, Manifest
+from redisops.backup.manifest import (
+    BACKUP_ID,
+    INDEX,
+    MANIFEST,
+    Manifest,
+    id_from_index,
+    id_order,
+    index_name,
+)
 from redisops.backup.rdb import StreamInspector
-from redisops.backup.storage import CHUNK, FileStorage, Storage
+from redisops.backup.storage import CHUNK, FileStorage, ObjectMissing, Storage
 from redisops.errors import ConfigError, OperationError
 
 
@@ -29,48 +37,98 @@ class BackupEntry:
         return self.manifest is not None
 
 
+# How many index entries one listing asks for: the newest is normally the one.
+INDEX_PAGE = 5
+
+
+def _judge_manifest(
+    storage: Storage, backup_id: str, objects: dict[str, int]
+) -> tuple[Manifest | None, str | None]:
+    """The manifest of `backup_id` if the backup is complete: a readable manifest of that
+    id, and every shard object it names present with its size."""
+    if MANIFEST not in objects:
+        return None, "no manifest: interrupted or in progress"
+    try:
+        manifest = Manifest.model_validate_json(storage.read_text(f"{backup_id}/{MANIFEST}"))
+    except ObjectMissing:
+        return None, "no manifest: interrupted or in progress"
+    except (ValidationError, ValueError) as exc:
+        return None, f"unreadable manifest: {str(exc).splitlines()[0]}"
+    if manifest.id != backup_id:
+        return None, f"the manifest is of backup {manifest.id}"
+    for shard in manifest.shards:
+        if shard.object not in objects:
+            return None, f"{shard.object} is missing"
+        if objects[shard.object] != shard.size:
+            return None, (
+                f"{shard.object} is {objects[shard.object]} bytes, the manifest says {shard.size}"
+            )
+    return manifest, None
+
+
+def _entry(storage: Storage, backup_id: str) -> BackupEntry:
+    """One backup, judged: two requests on GCS (its objects, its manifest)."""
+    objects = storage.objects(backup_id)
+    manifest, problem = _judge_manifest(storage, backup_id, objects)
+    return BackupEntry(backup_id, manifest, objects, problem)
+
+
 def list_backups(storage: Storage) -> list[BackupEntry]:
-    """Every backup directory, oldest first; complete only with a readable manifest."""
+    """Every backup directory, oldest first; complete only with a readable manifest and
+    the shard objects it names. One listing of the location, then one read per manifest."""
     entries = []
-    for name in storage.children():
-        if not BACKUP_ID.match(name):
-            continue
-        objects = storage.objects(name)
-        manifest: Manifest | None = None
-        problem = None
-        if MANIFEST in objects:
-            try:
-                manifest = Manifest.model_validate_json(storage.read_text(f"{name}/{MANIFEST}"))
-            except (ValidationError, ValueError) as exc:
-                problem = f"unreadable manifest: {str(exc).splitlines()[0]}"
-        else:
-            problem = "no manifest: interrupted or in progress"
-        entries.append(BackupEntry(name, manifest, objects, problem))
+    tree = storage.tree()
+    for name in sorted((n for n in tree if BACKUP_ID.match(n)), key=id_order):
+        manifest, problem = _judge_manifest(storage, name, tree[name])
+        entries.append(BackupEntry(name, manifest, tree[name], problem))
     return entries
+
+
+def newest_complete(storage: Storage) -> Manifest | None:
+    """The newest complete backup, in a number of requests that does not grow with the
+    number of backups: the index's first page names the newest complete backups, and the
+    first that still checks out (manifest, shard objects) is it. Backups written before
+    the index existed are found by their names (ids sort by time), newest first."""
+    tried: set[str] = set()
+    for name in storage.names(INDEX, INDEX_PAGE):
+        backup_id = id_from_index(name)
+        if backup_id is None or backup_id in tried:
+            continue
+        tried.add(backup_id)
+        entry = _entry(storage, backup_id)
+        if entry.manifest is not None:
+            return entry.manifest
+    for backup_id in sorted(
+        (n for n in storage.children() if BACKUP_ID.match(n)), key=id_order, reverse=True
+    ):
+        if backup_id not in tried:
+            entry = _entry(storage, backup_id)
+            if entry.manifest is not None:
+                return entry.manifest
+    return None
 
 
 def resolve(storage: Storage, backup: str) -> Manifest:
     """A complete backup by id, or 'latest'."""
     if backup != "latest" and not BACKUP_ID.match(backup):
         raise ConfigError(f"backup {backup!r}: not a backup id (like 20261126T013000Z) or 'latest'")
-    complete = [e for e in list_backups(storage) if e.manifest is not None]
     if backup == "latest":
-        if not complete:
+        manifest = newest_complete(storage)
+        if manifest is None:
             raise OperationError(f"{storage.url}: no complete backup to restore")
-        manifest = complete[-1].manifest
-        assert manifest is not None
         return manifest
-    for entry in list_backups(storage):
-        if entry.id == backup:
-            if entry.manifest is None:
-                raise OperationError(
-                    f"backup {backup} in {storage.url} is incomplete ({entry.problem}); "
-                    "choose a complete one (`redisops backup list`)"
-                )
-            return entry.manifest
-    raise OperationError(
-        f"backup {backup} not found in {storage.url}; `redisops backup list` shows what is there"
-    )
+    entry = _entry(storage, backup)
+    if not entry.objects:
+        raise OperationError(
+            f"backup {backup} not found in {storage.url}; `redisops backup list` shows what "
+            "is there"
+        )
+    if entry.manifest is None:
+        raise OperationError(
+            f"backup {backup} in {storage.url} is incomplete ({entry.problem}); "
+            "choose a complete one (`redisops backup list`)"
+        )
+    return entry.manifest
 
 
 @dataclass
@@ -170,12 +228,9 @@ class Freshness:
 
 
 def freshness(storage: Storage, max_age_s: float | None) -> Freshness:
-    """The newest complete backup and whether it is young enough."""
-    complete = [e.manifest for e in list_backups(storage) if e.manifest is not None]
-    latest = complete[-1] if complete else None
-    if latest is None and storage.exists(LATEST):
-        latest = None  # latest.json without a manifest behind it is not trusted
-    return Freshness(storage.url, latest, max_age_s, dt.datetime.now(dt.UTC))
+    """The newest complete backup and whether it is young enough (`newest_complete`:
+    three requests on GCS, however many backups the location holds)."""
+    return Freshness(storage.url, newest_complete(storage), max_age_s, dt.datetime.now(dt.UTC))
 
 
 @dataclass
@@ -220,6 +275,7 @@ def prune(
             (plan.delete if old and not newest_dir else plan.keep).append(entry.id)
     if not dry_run:
         for backup_id in plan.delete:
+            storage.remove(index_name(backup_id))  # first: never an entry without a backup
             storage.remove(backup_id)
     return plan
 

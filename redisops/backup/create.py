@@ -20,9 +20,16 @@ from dataclasses import dataclass
 import redis
 
 from redisops import rediscli
-from redisops.backup.manifest import LATEST, MANIFEST, Latest, Manifest, ShardBackup, new_id
+from redisops.backup.manifest import (
+    MANIFEST,
+    IndexEntry,
+    Manifest,
+    ShardBackup,
+    index_name,
+    new_id,
+)
 from redisops.backup.rdb import StreamInspector
-from redisops.backup.storage import CHUNK, GcsStorage, Storage
+from redisops.backup.storage import CHUNK, Storage
 from redisops.client import Credentials, Endpoint, TlsClient, connect
 from redisops.cluster import ClusterNode, NodeView, parse_cluster_nodes, parse_info
 from redisops.errors import OperationError
@@ -178,19 +185,18 @@ def create_backup(
     *,
     source: str,
     progress: Progress | None = None,
-    write_latest: bool = True,
 ) -> Manifest:
     """Snapshot every shard in parallel into `storage`; return the committed manifest.
 
-    `write_latest=False` skips the `latest.json` pointer (which is replaced every run):
-    for identities that may create objects but not replace them (GKE's backup account),
-    and buckets under a retention policy. Readers find the newest backup by listing."""
-    if isinstance(storage, GcsStorage):
-        storage.check()
+    Only new objects are written (shards, the manifest, then the backup's index entry),
+    none is replaced: identities that may add objects but not replace or delete one (GKE's
+    backup account) can run it, and so can buckets under a retention policy."""
+    storage.check()
     view = read_view(endpoints, tls, creds)
     sources = choose_sources(view, tls, creds)
     started = dt.datetime.now(dt.UTC)
-    backup_id = new_id(started, set(storage.children()))
+    # Only ids of the same second can collide: list those, not every backup.
+    backup_id = new_id(started, set(storage.children(started.strftime("%Y%m%dT%H%M%SZ"))))
     report = progress or (lambda shard, n: None)
     logger.info("backing up %d shard(s) to %s/%s", len(sources), storage.url, backup_id)
     with ThreadPoolExecutor(max_workers=len(sources)) as pool:
@@ -206,9 +212,8 @@ def create_backup(
         shards=shards,
     )
     storage.write_text(f"{backup_id}/{MANIFEST}", manifest.model_dump_json(indent=2) + "\n")
-    latest = Latest(
+    entry = IndexEntry(
         id=backup_id, completed_at=manifest.completed_at, keys=manifest.keys, size=manifest.size
     )
-    if write_latest:
-        storage.write_text(LATEST, latest.model_dump_json() + "\n")
+    storage.write_text(index_name(backup_id), entry.model_dump_json() + "\n")
     return manifest

@@ -11,8 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from redisops import __version__
 
 MANIFEST = "manifest.json"
-LATEST = "latest.json"
 BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
+# `index/<rank>_<id>.json`, one object per complete backup, written after its manifest:
+# listed in name order (the only order GCS lists in) the newest backup comes first, so
+# finding it costs one short listing however many backups exist. A new name each time:
+# identities that may add objects but not replace one can write it.
+INDEX = "index"
+_SUFFIX_DIGITS = 6
 
 
 class ShardBackup(BaseModel):
@@ -64,14 +69,40 @@ class Manifest(BaseModel):
         return (now - self.completed_at).total_seconds()
 
 
-class Latest(BaseModel):
-    """`latest.json` at the location's root: the newest complete backup, for cheap
-    freshness checks (alerts, the smoke suite)."""
+class IndexEntry(BaseModel):
+    """What an index object holds (its name alone says which backup is complete)."""
 
     id: str
     completed_at: dt.datetime
     keys: int
     size: int
+
+
+def id_order(backup_id: str) -> tuple[str, int]:
+    """Sort key of backup ids: time, then the collision counter (`-2` before `-10`)."""
+    base, _, counter = backup_id.partition("-")
+    return base, int(counter or 1)
+
+
+def index_name(backup_id: str) -> str:
+    """The index object of a backup: digits complemented, so that name order is newest
+    first."""
+    if not BACKUP_ID.match(backup_id):
+        raise ValueError(f"not a backup id: {backup_id!r}")
+    base, counter = id_order(backup_id)
+    digits = base[:8] + base[9:15]
+    limit = 10**_SUFFIX_DIGITS - 1
+    rank = (
+        "".join(str(9 - int(d)) for d in digits)
+        + f"{limit - min(counter, limit):0{_SUFFIX_DIGITS}d}"
+    )
+    return f"{INDEX}/{rank}_{backup_id}.json"
+
+
+def id_from_index(name: str) -> str | None:
+    """The backup id an index object names (None for anything else)."""
+    backup_id = name.rsplit("/", 1)[-1].removesuffix(".json").partition("_")[2]
+    return backup_id if BACKUP_ID.match(backup_id) else None
 
 
 def new_id(now: dt.datetime, taken: set[str]) -> str:

@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Protocol
@@ -15,6 +17,14 @@ from urllib.parse import urlsplit
 from redisops.errors import ConfigError, OperationError
 
 CHUNK = 1 << 20
+# google-cloud-storage 3.x fetches a bucket's metadata (storage.buckets.get) in a background
+# thread on ordinary object requests, for telemetry; the backup, drill and smoke identities
+# hold object rights only. This is the library's switch that turns the fetch off.
+NO_BUCKET_METADATA = "DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA"
+
+
+class ObjectMissing(OperationError):
+    """The object does not exist."""
 
 
 class Sink(Protocol):
@@ -50,18 +60,34 @@ class Storage(ABC):
     def exists(self, name: str) -> bool: ...
 
     @abstractmethod
-    def children(self) -> list[str]:
-        """The names of the 'directories' directly under the location (backup ids)."""
+    def children(self, prefix: str = "") -> list[str]:
+        """The names of the 'directories' directly under the location (backup ids) that
+        start with `prefix`."""
 
     @abstractmethod
     def objects(self, directory: str) -> dict[str, int]:
         """Objects in `directory` with their sizes."""
 
     @abstractmethod
-    def remove(self, directory: str) -> None:
-        """Delete a directory and everything in it."""
+    def tree(self) -> dict[str, dict[str, int]]:
+        """Every object under the location, by first-level directory, with its size (one
+        listing, not one per directory)."""
+
+    @abstractmethod
+    def names(self, directory: str, page_size: int) -> Iterator[str]:
+        """Object names in `directory` in name order, fetched `page_size` at a time as the
+        caller consumes them."""
+
+    @abstractmethod
+    def remove(self, path: str) -> None:
+        """Delete an object, or a directory and everything in it."""
+
+    @abstractmethod
+    def check(self) -> None:
+        """Fail early with a clear message when the location cannot be used."""
 
     def read_text(self, name: str) -> str:
+        """The whole (small) object `name`; ObjectMissing when there is none."""
         with self.reader(name) as stream:
             return stream.read().decode()
 
@@ -90,24 +116,44 @@ class FileStorage(Storage):
         try:
             return self._path(name).open("rb")
         except FileNotFoundError as exc:
-            raise OperationError(f"{self.url}/{name} does not exist") from exc
+            raise ObjectMissing(f"{self.url}/{name} does not exist") from exc
 
     def exists(self, name: str) -> bool:
         return self._path(name).is_file()
 
-    def children(self) -> list[str]:
+    def children(self, prefix: str = "") -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir())
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and p.name.startswith(prefix)
+        )
 
     def objects(self, directory: str) -> dict[str, int]:
         path = self._path(directory)
         if not path.is_dir():
             return {}
-        return {p.name: p.stat().st_size for p in path.iterdir() if p.is_file()}
+        return {
+            p.name: p.stat().st_size
+            for p in path.iterdir()
+            if p.is_file() and not p.name.endswith(".part")
+        }
 
-    def remove(self, directory: str) -> None:
-        shutil.rmtree(self._path(directory), ignore_errors=True)
+    def tree(self) -> dict[str, dict[str, int]]:
+        return {name: self.objects(name) for name in self.children()}
+
+    def check(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigError(f"{self.url}: {self.root} is not a directory")
+
+    def names(self, directory: str, page_size: int) -> Iterator[str]:
+        yield from sorted(self.objects(directory))
+
+    def remove(self, path: str) -> None:
+        target = self._path(path)
+        if target.is_file():
+            target.unlink()
+        else:
+            shutil.rmtree(target, ignore_errors=True)
 
 
 class _AtomicFile:
@@ -148,7 +194,13 @@ class _AtomicFile:
 
 class GcsStorage(Storage):
     """gs://bucket/prefix with google-cloud-storage (Application Default Credentials /
-    Workload Identity; STORAGE_EMULATOR_HOST for the emulator)."""
+    Workload Identity; STORAGE_EMULATOR_HOST for the emulator).
+
+    Only object requests are made (objects.list, objects.get, objects.insert), never one
+    on the bucket itself: the jobs' identities hold objectCreator / objectViewer on the
+    bucket, which grant no storage.buckets.get. Objects are never replaced
+    (ifGenerationMatch=0): replacing needs storage.objects.delete, which neither holds.
+    """
 
     def __init__(
         self, bucket: str, prefix: str, client: Any = None, deadline: float = 30.0
@@ -170,11 +222,17 @@ class GcsStorage(Storage):
         return f"{self.prefix}/{name}" if self.prefix else name
 
     @property
+    def _root(self) -> str:
+        return f"{self.prefix}/" if self.prefix else ""
+
+    @property
     def bucket(self) -> Any:
         if self._bucket is None:
             from google.auth.exceptions import DefaultCredentialsError
             from google.cloud import storage
 
+            # Read by the library on every request; an explicit setting is respected.
+            os.environ.setdefault(NO_BUCKET_METADATA, "true")
             client = self._client
             if client is None:
                 try:
@@ -202,79 +260,146 @@ class GcsStorage(Storage):
         try:
             return fn(*args, **kwargs)
         except gexc.NotFound as exc:
-            raise OperationError(f"{self.url}: {what}: not found ({exc.message})") from exc
+            raise ObjectMissing(f"{self.url}: {what}: not found ({exc.message})") from exc
+        except gexc.PreconditionFailed as exc:
+            raise OperationError(
+                f"{self.url}: {what}: the object exists already; backups never replace "
+                "an object (a second writer with the same backup id?)"
+            ) from exc
         except gexc.Forbidden as exc:
             raise ConfigError(
-                f"{self.url}: {what}: permission denied; grant the backup identity "
+                f"{self.url}: {what}: permission denied; grant the job's identity "
                 "objectCreator/objectViewer on the bucket"
             ) from exc
         except (gexc.GoogleAPICallError, gexc.RetryError, GoogleAuthError, OSError) as exc:
             raise OperationError(f"{self.url}: {what} failed: {exc}") from exc
 
-    def check(self) -> None:
-        """Fail early with a clear message when the bucket is unreachable or missing."""
-        if not self._call("open the bucket", self.bucket.exists, timeout=10, retry=self.retry):
+    def _list(self, what: str, fn: Any, *args: Any) -> Any:
+        """A listing: objects.list answers 404 only when the bucket does not exist."""
+        try:
+            return self._call(what, fn, *args)
+        except ObjectMissing as exc:
             raise OperationError(
                 f"{self.url}: bucket {self.bucket_name} does not exist; create it (the "
                 "Pulumi program does) or fix the location"
-            )
+            ) from exc
+
+    def _blobs(self, **kwargs: Any) -> Any:
+        return self.bucket.client.list_blobs(
+            self.bucket_name, timeout=10, retry=self.retry, **kwargs
+        )
+
+    def check(self) -> None:
+        """Fail early when the bucket is unreachable or missing: one objects.list of at
+        most one name (a bucket lookup would need storage.buckets.get)."""
+        self._list("open the location", list, self._blobs(prefix=self._root, max_results=1))
 
     def writer(self, name: str) -> Sink:
         blob = self.bucket.blob(self._full(name))
-        stream: Sink = self._call(
+        stream = self._call(
             f"write {name}",
             blob.open,
             "wb",
             chunk_size=8 * CHUNK,
             ignore_flush=True,
+            if_generation_match=0,
             retry=self.retry,
         )
-        return stream
+        return _GcsSink(self, name, stream)
 
     def reader(self, name: str) -> IO[bytes]:
         blob = self.bucket.blob(self._full(name))
         if not self._call(f"find {name}", blob.exists, timeout=10, retry=self.retry):
-            raise OperationError(f"{self.url}/{name} does not exist")
+            raise ObjectMissing(f"{self.url}/{name} does not exist")
         stream: IO[bytes] = self._call(
             f"read {name}", blob.open, "rb", chunk_size=8 * CHUNK, retry=self.retry
         )
         return stream
 
+    def read_text(self, name: str) -> str:
+        """One request (a missing object answers 404), not a lookup and then a read."""
+        blob = self.bucket.blob(self._full(name))
+        try:
+            data = self._call(f"read {name}", blob.download_as_bytes, timeout=30, retry=self.retry)
+        except ObjectMissing as exc:
+            raise ObjectMissing(f"{self.url}/{name} does not exist") from exc
+        return bytes(data).decode()
+
     def exists(self, name: str) -> bool:
         blob = self.bucket.blob(self._full(name))
         return bool(self._call(f"find {name}", blob.exists, timeout=10, retry=self.retry))
 
-    def children(self) -> list[str]:
-        prefix = f"{self.prefix}/" if self.prefix else ""
+    def children(self, prefix: str = "") -> list[str]:
+        root = self._root
 
         def prefixes() -> set[str]:
-            iterator = self.bucket.client.list_blobs(
-                self.bucket_name, prefix=prefix, delimiter="/", timeout=10, retry=self.retry
-            )
+            iterator = self._blobs(prefix=root + prefix, delimiter="/")
             for _ in iterator:  # the 'directories' are known once every page was read
                 pass
             return set(iterator.prefixes)
 
-        found: set[str] = self._call("list backups", prefixes)
-        return sorted(p[len(prefix) :].rstrip("/") for p in found)
+        found: set[str] = self._list("list backups", prefixes)
+        return sorted(p[len(root) :].rstrip("/") for p in found)
 
     def objects(self, directory: str) -> dict[str, int]:
         prefix = self._full(directory) + "/"
-        blobs = self._call(
-            "list objects",
-            self.bucket.client.list_blobs,
-            self.bucket_name,
-            prefix=prefix,
-            timeout=10,
-            retry=self.retry,
-        )
-        return {b.name[len(prefix) :]: int(b.size or 0) for b in self._call("list", list, blobs)}
+        blobs = self._list("list objects", list, self._blobs(prefix=prefix))
+        return {b.name[len(prefix) :]: int(b.size or 0) for b in blobs}
 
-    def remove(self, directory: str) -> None:
+    def tree(self) -> dict[str, dict[str, int]]:
+        root = self._root
+        found: dict[str, dict[str, int]] = {}
+        for blob in self._list("list backups", list, self._blobs(prefix=root)):
+            directory, _, name = blob.name[len(root) :].partition("/")
+            if name:
+                found.setdefault(directory, {})[name] = int(blob.size or 0)
+        return found
+
+    def names(self, directory: str, page_size: int) -> Iterator[str]:
+        prefix = self._full(directory) + "/"
+        pages = iter(self._blobs(prefix=prefix, page_size=page_size).pages)
+
+        def next_page() -> list[str] | None:
+            page = next(pages, None)
+            return None if page is None else [b.name[len(prefix) :] for b in page]
+
+        while (page := self._list(f"list {directory}", next_page)) is not None:
+            yield from page
+
+    def remove(self, path: str) -> None:
         raise ConfigError(
             f"{self.url}: pruning GCS is the bucket's lifecycle rules' job (set by the "
             "Pulumi program), not redisops'"
         )
+
+
+class _GcsSink:
+    """A BlobWriter whose errors name the location and the object."""
+
+    def __init__(self, storage: GcsStorage, name: str, stream: Any) -> None:
+        self.storage = storage
+        self.name = name
+        self.stream = stream
+
+    def write(self, data: bytes) -> int:
+        written: int = self.storage._call(f"write {self.name}", self.stream.write, data)
+        return written
+
+    def __enter__(self) -> _GcsSink:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> None:
+        if exc_type is None:
+            self.storage._call(f"write {self.name}", self.stream.close)
+        else:
+            with contextlib.suppress(Exception):  # the original error is what matters
+                self.stream.terminate()
 
 
 def open_storage(location: str) -> Storage:
