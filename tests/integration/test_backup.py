@@ -307,19 +307,28 @@ def test_prune_keeps_the_newest_and_the_young(source: Twin, tmp_path: Path) -> N
     assert kept.returncode == 2 and "at least 1" in kept.stderr
 
 
-def test_a_create_only_identity_needs_no_latest_pointer(source: Twin, tmp_path: Path) -> None:
-    """GKE's backup account may add objects but never replace one: with --no-latest no
-    object is written twice, and status/verify/restore find the backup by listing."""
+def test_a_backup_only_adds_objects_and_indexes_itself_last(source: Twin, tmp_path: Path) -> None:
+    """GKE's backup account may add objects but never replace one: a backup writes each
+    object once, its index entry after its manifest, and status/verify find it by the
+    index. --no-latest (still passed by older job specs) is accepted and changes nothing."""
     directory = tmp_path / "append-only"
     location = f"file://{directory}"
-    proc = cli("backup", "create", "--target", "local", "--state-dir",
-               str(source.layout.root), "--to", location, "--no-latest", "--json")  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    backup_id = json.loads(proc.stdout)["id"]
+    ids = []
+    for extra in ([], ["--no-latest"]):
+        proc = cli("backup", "create", "--target", "local", "--state-dir",
+                   str(source.layout.root), "--to", location, "--json", *extra)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        ids.append(json.loads(proc.stdout)["id"])
     assert not (directory / "latest.json").exists()
+    entries = sorted(p.name for p in (directory / "index").iterdir())
+    assert [name.split("_")[1].removesuffix(".json") for name in entries] == ids[::-1]
+    for backup_id in ids:
+        manifest = directory / backup_id / MANIFEST
+        (entry,) = (directory / "index").glob(f"*_{backup_id}.json")
+        assert entry.stat().st_mtime_ns >= manifest.stat().st_mtime_ns
     status = cli("backup", "status", "--from", location, "--max-age", "3600", "--json")
     assert status.returncode == 0
-    assert json.loads(status.stdout)["latest"] == backup_id
+    assert json.loads(status.stdout)["latest"] == ids[-1]
     assert cli("backup", "verify", "latest", "--from", location).returncode == 0
 
 

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +13,8 @@ import pytest
 from redisops.local.twin import Twin
 from tests.conftest import free_base_port, free_port, requires_redis
 from tests.integration.backups import fill, total_keys
+from tests.integration.gcs import emulator as gcs_emulator
+from tests.integration.gcs import env_with
 
 REDISOPS = [sys.executable, "-m", "redisops"]
 BUCKET = "redis-backups"
@@ -24,44 +22,8 @@ BUCKET = "redis-backups"
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[str]:
-    port = free_port()
-    binary = shutil.which("gcp-storage-emulator") or str(
-        Path(sys.executable).parent / "gcp-storage-emulator"
-    )
-    proc = subprocess.Popen(
-        [
-            binary,
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--in-memory",
-            "-q",
-            "--default-bucket",
-            BUCKET,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            assert time.monotonic() < deadline, "the GCS emulator did not start"
-            time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
-
-
-def env_with(**values: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_EMULATOR", "GOOGLE"))}
-    # Never wait for a metadata server that is not there.
-    env.update(GCE_METADATA_HOST="127.0.0.1:1", GCE_METADATA_IP="127.0.0.1:1", **values)
-    return env
+    with gcs_emulator(BUCKET) as url:
+        yield url
 
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -117,6 +79,10 @@ def test_a_missing_bucket_is_named(emulator: str, twin: Twin) -> None:
                "--to", "gs://no-such-bucket/x", env=env)  # fmt: skip
     assert proc.returncode == 1
     assert "bucket no-such-bucket does not exist" in proc.stderr
+    for args in (["backup", "status"], ["backup", "list"], ["backup", "verify", "latest"]):
+        read = cli(*args, "--from", "gs://no-such-bucket/x", env=env)
+        assert read.returncode == 1, read.stderr
+        assert "bucket no-such-bucket does not exist" in read.stderr, read.stderr
 
 
 def test_an_unreachable_storage_endpoint_is_a_clear_error(twin: Twin) -> None:

@@ -12,7 +12,16 @@ import pytest
 
 from redisops.backup import catalog
 from redisops.backup.drill_job import as_dict, drill_job
-from redisops.backup.manifest import MANIFEST, Manifest, ShardBackup, new_id
+from redisops.backup.manifest import (
+    INDEX,
+    MANIFEST,
+    Manifest,
+    ShardBackup,
+    id_from_index,
+    id_order,
+    index_name,
+    new_id,
+)
 from redisops.backup.rdb import NeedMore, RdbFormatError, StreamInspector, parse_header
 from redisops.backup.storage import FileStorage, GcsStorage, open_storage
 from redisops.errors import ConfigError, OperationError
@@ -136,12 +145,70 @@ def manifest(backup_id: str, when: dt.datetime) -> Manifest:
     return Manifest(id=backup_id, source="t", started_at=when, completed_at=when, shards=[shard])
 
 
-def make_backup(storage: FileStorage, when: dt.datetime, complete: bool = True) -> str:
+def make_backup(
+    storage: FileStorage, when: dt.datetime, complete: bool = True, indexed: bool = False
+) -> str:
     backup_id = new_id(when, set(storage.children()))
     storage.write_text(f"{backup_id}/shard-0.rdb", "x")
     if complete:
         storage.write_text(f"{backup_id}/{MANIFEST}", manifest(backup_id, when).model_dump_json())
+        if indexed:
+            storage.write_text(index_name(backup_id), "{}")
     return backup_id
+
+
+def test_index_names_list_the_newest_backup_first() -> None:
+    ids = ["20251231T235959Z", "20261126T013000Z", "20261126T013000Z-2",
+           "20261126T013000Z-10", "20261126T013001Z", "20270101T000000Z"]  # fmt: skip
+    assert sorted(ids, key=id_order) == ids
+    names = [index_name(i) for i in ids]
+    assert sorted(names) == names[::-1]
+    assert all(n.startswith(f"{INDEX}/") for n in names)
+    assert [id_from_index(n) for n in names] == ids
+    assert id_from_index(f"{INDEX}/junk.json") is None
+    with pytest.raises(ValueError, match="not a backup id"):
+        index_name("../x")
+
+
+def test_the_index_leads_to_the_newest_backup_that_still_checks_out(tmp_path: Path) -> None:
+    storage = FileStorage(tmp_path)
+    now = dt.datetime.now(dt.UTC)
+    old, good, broken = (
+        make_backup(storage, now - dt.timedelta(hours=h), indexed=True) for h in (3, 2, 1)
+    )
+    running = make_backup(storage, now, complete=False)
+    (tmp_path / broken / "shard-0.rdb").write_text("truncated")  # size differs
+    assert catalog.newest_complete(storage).id == good  # type: ignore[union-attr]
+    assert catalog.resolve(storage, "latest").id == good
+    state = catalog.freshness(storage, 3 * 3600)
+    assert state.fresh and state.latest is not None and state.latest.id == good
+    listed = {e.id: e for e in catalog.list_backups(storage)}
+    assert [i for i, e in listed.items() if e.complete] == [old, good]
+    assert "9 bytes, the manifest says 1" in str(listed[broken].problem)
+    assert "no manifest" in str(listed[running].problem)
+    with pytest.raises(OperationError, match="incomplete"):
+        catalog.resolve(storage, broken)
+    with pytest.raises(OperationError, match="not found"):
+        catalog.resolve(storage, "20200101T000000Z")
+
+
+def test_backups_written_before_the_index_are_found_by_their_names(tmp_path: Path) -> None:
+    storage = FileStorage(tmp_path)
+    now = dt.datetime.now(dt.UTC)
+    older = make_backup(storage, now - dt.timedelta(hours=2))
+    newest = make_backup(storage, now - dt.timedelta(hours=1))
+    make_backup(storage, now, complete=False)
+    assert older < newest
+    assert catalog.resolve(storage, "latest").id == newest
+
+
+def test_pruning_removes_the_index_entries_of_what_it_deletes(tmp_path: Path) -> None:
+    storage = FileStorage(tmp_path)
+    now = dt.datetime(2026, 11, 26, tzinfo=dt.UTC)
+    ids = [make_backup(storage, now - dt.timedelta(days=d), indexed=True) for d in (30, 20, 1)]
+    catalog.prune(storage, keep_last=1, keep_days=7, now=now)
+    assert storage.children() == [ids[2], INDEX]
+    assert list(storage.names(INDEX, 10)) == [index_name(ids[2]).split("/")[1]]
 
 
 def test_prune_keeps_the_newest_n_and_everything_younger(tmp_path: Path) -> None:
