@@ -352,6 +352,17 @@ def test_each_operation_uses_only_permissions_its_identity_is_granted(
     )
 
 
+def test_a_backup_never_replaces_an_object(recorded: dict[str, Run]) -> None:
+    """Each upload asks GCS to refuse it if the name exists (ifGenerationMatch=0): the
+    emulator ignores the condition, GCS enforces it, and replacing would need
+    storage.objects.delete, which the backup identity lacks."""
+    uploads = [r for r in recorded["backup-create"].requests if r.upload_name is not None]
+    assert len(uploads) == 3 + 2  # three shards, the manifest, the index entry
+    for request in uploads:
+        assert request.query.get("ifGenerationMatch") == ["0"], request
+        assert not request.replaces, request
+
+
 def test_the_newest_backup_is_found_with_a_bounded_number_of_requests(
     recorded: dict[str, Run], plan_grants: Granted
 ) -> None:

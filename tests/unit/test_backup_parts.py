@@ -104,6 +104,17 @@ def test_file_storage_writes_atomically_and_stays_inside_its_root(tmp_path: Path
         storage.reader("a/missing")
 
 
+def test_gcs_names_an_object_that_exists_already() -> None:
+    from google.api_core import exceptions as gexc
+
+    def refused() -> None:
+        raise gexc.PreconditionFailed("conditionNotMet")
+
+    storage = GcsStorage("bucket", "prefix")
+    with pytest.raises(OperationError, match=r"write a/manifest\.json: the object exists already"):
+        storage._call("write a/manifest.json", refused)
+
+
 @pytest.mark.parametrize(
     ("location", "kind"),
     [("file:///var/backups/redis", FileStorage), ("gs://bucket/prod/redis", GcsStorage)],
