@@ -23,6 +23,24 @@ from infra.k8s.redis_cluster import RedisCluster
 from infra.k8s.sse_proxy import SseProxy, in_cluster_url
 from infra.k8s.tls import ClusterTls
 from redisops import acl
+from redisops.errors import ConfigError
+
+
+def checked_rollout(settings: stack_settings.StackSettings) -> pulumi.Output[int]:
+    """The StatefulSet's replicas, once the change from what the last rollout deployed (the
+    stack's own `redisShape` output) is known to be safe; fails the update otherwise, before
+    the StatefulSet or the reconcile Job is touched."""
+    own = pulumi.StackReference(
+        f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
+    )
+
+    def check(previous: Any) -> int:
+        problems = stack_settings.rollout_problems(settings.redis, previous)
+        if problems:
+            raise ConfigError("\n".join(f"{stack_settings.PROJECT}:{k}: {m}" for k, m in problems))
+        return settings.redis.pods
+
+    return own.get_output("redisShape").apply(check)
 
 
 def stack_config() -> dict[str, Any]:
@@ -104,7 +122,8 @@ def main() -> None:
         *credentials.user_secrets.values(),
     ]
     network = NetworkPolicies("network", platform)
-    cluster = RedisCluster("redis", platform, depends_on=secrets)
+    pods = checked_rollout(settings)
+    cluster = RedisCluster("redis", platform, depends_on=secrets, pods=pods)
     proxy_url = None
     if settings.proxy.enabled:
         proxy = SseProxy(
@@ -127,6 +146,8 @@ def main() -> None:
     )
     role_secrets = google.role_secrets(credentials.passwords) if google else {}
 
+    # recorded only by a rollout that passed the check, for the next one to compare with
+    pulumi.export("redisShape", pods.apply(lambda _: stack_settings.deployed_shape(settings.redis)))
     pulumi.export("namespace", namespace.name)
     pulumi.export("redisClientEndpoint", cluster.client_endpoint)
     pulumi.export("redisNodeEndpoints", cluster.node_endpoints)

@@ -59,6 +59,21 @@ class RedisSettings(Strict):
     maxmemory_policy: MaxmemoryPolicy = Field(default="noeviction", alias="maxmemoryPolicy")
     zone_spread: Literal["hard", "soft"] = Field(default="soft", alias="zoneSpread")
     tls_auth_clients: Literal["yes", "optional"] = Field(default="yes", alias="tlsAuthClients")
+    acknowledge_scale_in_from: str | None = Field(
+        default=None,
+        alias="acknowledgeScaleInFrom",
+        description="the deployed <shards>x<replicas> this rollout may shrink from, once "
+        "its pods hold no data any more (see the refusal's message)",
+    )
+
+    @field_validator("acknowledge_scale_in_from")
+    @classmethod
+    def _acknowledgement(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"\d+x\d+", value):
+            raise ValueError(
+                f'{value!r} is not a shape; name the deployed shards x replicas, like "4x1"'
+            )
+        return value
 
     @field_validator("shards")
     @classmethod
@@ -80,6 +95,10 @@ class RedisSettings(Strict):
     @property
     def pods(self) -> int:
         return self.shards * (1 + self.replicas)
+
+    @property
+    def shape(self) -> str:
+        return f"{self.shards}x{self.replicas}"
 
 
 class StreamsSettings(Strict):
@@ -740,6 +759,72 @@ def production_problems(settings: StackSettings) -> list[tuple[str, str]]:
                 "must be hard in prod, so no zone holds a shard's primary and all its replicas",
             )
         )
+    return problems
+
+
+# ---- what the last rollout deployed ----------------------------------------------------
+
+
+def deployed_shape(redis: RedisSettings) -> dict[str, Any]:
+    """What a rollout records (stack output `redisShape`) for the next one to compare."""
+    return {
+        "shards": redis.shards,
+        "replicas": redis.replicas,
+        "storageClass": redis.storage_class,
+        "storageSize": redis.storage_size,
+    }
+
+
+def _pod_range(first: int, last: int) -> str:
+    names = [f"redis-cluster-{i}" for i in range(first, last + 1)]
+    return ", ".join(names) if len(names) <= 2 else f"{names[0]} .. {names[-1]}"
+
+
+def rollout_problems(
+    redis: RedisSettings, previous: Mapping[str, Any] | None
+) -> list[tuple[str, str]]:
+    """(key, problem and fix) for changes the StatefulSet cannot make without losing data
+    or every pod at once, given what the last rollout deployed (None: the first one)."""
+    if not previous:
+        return []
+    problems: list[tuple[str, str]] = []
+    was_shards, was_replicas = int(previous["shards"]), int(previous["replicas"])
+    was = f"{was_shards}x{was_replicas}"
+    if (redis.shards < was_shards or redis.replicas < was_replicas) and (
+        redis.acknowledge_scale_in_from != was
+    ):
+        key = "redis.shards" if redis.shards < was_shards else "redis.replicas"
+        was_pods = was_shards * (1 + was_replicas)
+        problems.append(
+            (
+                key,
+                f"the cluster runs {was} (shards x replicas); {redis.shape} shrinks the "
+                f"StatefulSet at once and deletes {_pod_range(redis.pods, was_pods - 1)}, "
+                "which hold slots or replicas, before anything moves their data. First move "
+                "every slot off the shards that go (`redis-cli --cluster reshard` / "
+                "`rebalance --cluster-weight <their ids>=0`), make their nodes and the "
+                "surplus replicas leave (`redis-cli --cluster del-node`), check with "
+                "`redis-cli --cluster check`; then set "
+                f'redis.acknowledgeScaleInFrom: "{was}" for that rollout',
+            )
+        )
+    for key, field, current in (
+        ("redis.storageSize", "storageSize", redis.storage_size),
+        ("redis.storageClass", "storageClass", redis.storage_class),
+    ):
+        before = previous.get(field)
+        if before is not None and before != current:
+            problems.append(
+                (
+                    key,
+                    f"is {current!r}, the deployed volumes are {before!r}: a StatefulSet's "
+                    "volume claim templates cannot change, so Pulumi would delete and "
+                    "recreate it (every Redis pod at once) and the existing volumes would "
+                    f"keep {before!r}. Keep {before!r}; grow volumes by resizing each PVC "
+                    "(`kubectl patch pvc data-redis-cluster-N`), or move the data with a "
+                    "backup and restore into a new stack",
+                )
+            )
     return problems
 
 

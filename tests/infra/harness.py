@@ -15,6 +15,8 @@ import asyncio
 import functools
 import hashlib
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +115,7 @@ class Plan:
     outputs: dict[str, tuple[Any, bool]] = field(default_factory=dict)  # name -> (value, secret)
     generated_secrets: list[str] = field(default_factory=list)
     invokes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    stack_references: list[str] = field(default_factory=list)
 
     def of_type(self, type_: str) -> list[Registration]:
         return [r for r in self.resources if r.type == type_]
@@ -147,8 +150,9 @@ def _token(*parts: str) -> str:
 class _Mocks(mocks.Mocks):
     """Computed fields of the providers the program uses, with unique fake values."""
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, previous_outputs: dict[str, Any] | None = None) -> None:
         self.plan = plan
+        self.previous_outputs = previous_outputs or {}
 
     def _generated(self, label: str, pem: str | None = None) -> str:
         token = _token(self.plan.stack, label)
@@ -159,6 +163,14 @@ class _Mocks(mocks.Mocks):
     def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         state = dict(args.inputs)
         typ = args.typ
+        if typ == "pulumi:pulumi:StackReference":
+            # the stack's own outputs from its last `pulumi up` (none before the first)
+            self.plan.stack_references.append(str(state.get("name")))
+            return str(state.get("name")), {
+                **state,
+                "outputs": dict(self.previous_outputs),
+                "secretOutputNames": [],
+            }
         if typ == "random:index/randomPassword:RandomPassword":
             state["result"] = _secret(self._generated(args.name))
             state["bcryptHash"] = _secret("$2a$10$" + _token("bcrypt", args.name))
@@ -274,24 +286,71 @@ def run(
     stack: str,
     overrides: dict[str, Any] | None = None,
     secret_config: dict[str, str] | None = None,
+    previous_outputs: dict[str, Any] | None = None,
 ) -> Plan:
-    """Run infra/__main__.py's program for `stack` and return what it registered."""
+    """Run infra/__main__.py's program for `stack` and return what it registered.
+    `previous_outputs`: the stack's outputs from its last update (default: none yet)."""
     from infra import __main__ as program
 
     # Other tests (asyncio.run) may have left this thread without an event loop.
     asyncio.set_event_loop(asyncio.new_event_loop())
     plan = Plan(stack)
-    mock = _Mocks(plan)
+    mock = _Mocks(plan, previous_outputs)
     secret = {f"{PROJECT}:{k}": v for k, v in (secret_config or {}).items()}
     pulumi.runtime.set_all_config({**stack_config(stack, overrides), **secret}, list(secret))
+    # A fresh root stack per run: set_mocks keeps the last one, and with it the last run's
+    # exports (and a failed run's error in them).
+    pulumi.runtime.settings.ROOT.set(None)
     mocks.set_mocks(
-        mock, project=PROJECT, stack=stack, preview=False, monitor=RecordingMonitor(mock, plan)
+        mock,
+        project=PROJECT,
+        stack=stack,
+        preview=False,
+        monitor=RecordingMonitor(mock, plan),
+        organization="organization",  # what a self-managed backend calls every stack's org
     )
     _sync_await(run_pulumi_func(program.main))
     root = pulumi.runtime.settings.get_root_resource()
     assert root is not None
     plan.outputs = _sync_await(_resolve_outputs(dict(root.outputs)))  # type: ignore[attr-defined]
     return plan
+
+
+_REFUSAL = """
+import json, sys
+from redisops.errors import ConfigError
+from tests.infra import harness
+stack, overrides, previous = json.loads(sys.argv[1])
+try:
+    harness.run(stack, overrides, previous_outputs=previous)
+except ConfigError as exc:
+    print(json.dumps({"refused": str(exc)}))
+else:
+    print(json.dumps({"refused": None}))
+"""
+
+
+def refusal(
+    stack: str,
+    overrides: dict[str, Any] | None = None,
+    previous_outputs: dict[str, Any] | None = None,
+) -> str | None:
+    """Run the program in a fresh interpreter; the ConfigError it fails with, or None.
+    A program that fails inside an apply (checks against the last rollout's outputs) leaves
+    Pulumi's runtime with registrations that never finish, so it cannot share a process
+    with the next run."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _REFUSAL, json.dumps([stack, overrides, previous_outputs])],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith('{"refused"')]
+    assert lines, f"the program crashed (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    refused: str | None = json.loads(lines[-1])["refused"]
+    return refused
 
 
 def settings(stack: str, overrides: dict[str, Any] | None = None) -> Any:
