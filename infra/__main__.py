@@ -81,10 +81,12 @@ class GoogleCloud:
                 )
             self.registry_url = registry.Registry("registry", self.cloud, readers).url
         self.proxy_address: pulumi.Output[str] | None = None
-        if settings.proxy.enabled and settings.proxy.hostname and settings.proxy.static_ip_name:
+        proxy = settings.proxy
+        if proxy.enabled and proxy.hostname and (proxy.static_ip_name or settings.gcp.alerting):
             from infra.gcp.edge import Edge
 
-            self.proxy_address = Edge("edge", self.cloud).address.address
+            edge = Edge("edge", self.cloud)
+            self.proxy_address = edge.address.address if edge.address else None
 
     def role_secrets(self, passwords: dict[str, pulumi.Output[str]]) -> dict[str, str]:
         from infra.gcp.secrets import RoleSecrets
@@ -96,6 +98,16 @@ class GoogleCloud:
 
 def main() -> None:
     settings = stack_settings.load(stack_config())
+    given_kubeconfig = pulumi.Config(stack_settings.PROJECT).get_secret(
+        stack_settings.KUBECONFIG_KEY
+    )
+    if given_kubeconfig is not None and (settings.gcp is None or settings.gcp.gke.create):
+        raise ConfigError(
+            f"{stack_settings.PROJECT}:{stack_settings.KUBECONFIG_KEY}: is used only with "
+            "gcp.gke.create false (an existing cluster); without a gcp section use "
+            "kubeContext, with a created cluster the program builds its own; remove it "
+            f"(`pulumi config rm {stack_settings.KUBECONFIG_KEY}`)"
+        )
     google = GoogleCloud(settings) if settings.gcp is not None else None
     provider = k8s.Provider(
         "kubernetes",

@@ -32,16 +32,45 @@ from redisops.topology import MIN_SHARDS
 PROJECT = "redis-platform"
 DIGEST = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
 K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$"
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+CPU = r"^[0-9]+(\.[0-9]+)?m?$"
+MEMORY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"
+
+
 class Resources(Strict):
-    cpu: str = Field(default="500m", pattern=QUANTITY)
-    memory: str = Field(default="1Gi", pattern=QUANTITY)
+    """A container's CPU and memory (requests = limits for memory)."""
+
+    cpu: str = "500m"
+    memory: str = "1Gi"
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu(cls, value: str) -> str:
+        if not re.match(CPU, value):
+            raise ValueError(f"{value!r} is not a CPU quantity like 500m or 2")
+        return value
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if not re.match(MEMORY, value):
+            raise ValueError(
+                f"{value!r} is not a memory quantity like 512Mi or 8Gi (m would be millibytes)"
+            )
+        return value
+
+
+class ProxyResources(Resources):
+    """The SSE proxy's container: its own defaults, so giving one of the two keeps the
+    proxy's default for the other."""
+
+    cpu: str = "250m"
+    memory: str = "512Mi"
 
 
 class RedisSettings(Strict):
@@ -53,7 +82,7 @@ class RedisSettings(Strict):
     image: str = Field(description="official redis image, repository@sha256:digest in prod")
     exporter_image: str = Field(alias="exporterImage")
     storage_class: str = Field(default="premium-rwo", alias="storageClass")
-    storage_size: str = Field(default="10Gi", alias="storageSize", pattern=QUANTITY)
+    storage_size: str = Field(default="10Gi", alias="storageSize", pattern=MEMORY)
     resources: Resources = Resources()
     maxmemory: str = Field(default="768mb", pattern=r"^\d+(b|k|kb|m|mb|g|gb)?$")
     maxmemory_policy: MaxmemoryPolicy = Field(default="noeviction", alias="maxmemoryPolicy")
@@ -139,7 +168,7 @@ class ProxySettings(Strict):
     max_replicas: int = Field(default=10, alias="maxReplicas", ge=1)
     cors_origins: tuple[str, ...] = Field(default=(), alias="corsOrigins")
     static_ip_name: str | None = Field(default=None, alias="staticIpName")
-    resources: Resources = Resources(cpu="250m", memory="512Mi")
+    resources: ProxyResources = ProxyResources()
 
     @model_validator(mode="after")
     def _bounds(self) -> ProxySettings:
@@ -154,11 +183,13 @@ class BackupSettings(Strict):
     enabled: bool = True
     schedule: str = "0 * * * *"
     retention_days: int = Field(default=14, alias="retentionDays", ge=1)
-    location: str
+    location: str | None = None
 
     @field_validator("location")
     @classmethod
-    def _location(cls, value: str) -> str:
+    def _location(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not re.match(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/[^\s]*)?$", value):
             raise ValueError(
                 f"{value!r} is not a gs://bucket[/prefix] URL; backups from GKE go to "
@@ -180,6 +211,12 @@ class BackupSettings(Strict):
     def _cron(cls, value: str) -> str:
         max_cron_interval_minutes(value)  # valid for Kubernetes and runs at all
         return value.strip()
+
+    @property
+    def url(self) -> str:
+        """The location (required when backups are enabled)."""
+        assert self.location is not None, "checked by the settings"
+        return self.location
 
     @model_validator(mode="after")
     def _retention(self) -> BackupSettings:
@@ -373,10 +410,17 @@ class NodePool(Strict):
         return self
 
 
+class ProxyPool(NodePool):
+    """The proxy's pool autoscales (to 3 nodes per zone) unless told otherwise."""
+
+    machine_type: str = Field(default="e2-standard-2", alias="machineType")
+    max_nodes_per_zone: int | None = Field(default=3, alias="maxNodesPerZone", ge=1, le=100)
+
+
 class NodePools(Strict):
     system: NodePool = NodePool(machine_type="e2-standard-2")
     redis: NodePool
-    proxy: NodePool = NodePool(machine_type="e2-standard-2", max_nodes_per_zone=3)
+    proxy: ProxyPool = ProxyPool()
 
 
 class MaintenanceWindow(Strict):
@@ -576,7 +620,7 @@ class StackSettings(Strict):
             data["network"] = {**network, "apiServerCidrs": [master]}
         bucket = gcp.get("bucket") if isinstance(gcp.get("bucket"), dict) else {}
         backup = data.get("backup") if isinstance(data.get("backup"), dict) else {}
-        if bucket.get("name") and "location" not in backup:
+        if bucket.get("name") and "location" not in backup and backup.get("enabled", True):
             data["backup"] = {**backup, "location": f"gs://{bucket['name']}/redis"}
         return data
 
@@ -669,11 +713,12 @@ def stack_problems(settings: StackSettings) -> list[tuple[str, str]]:
         problems.append(("gcp.gke.nodePools.redis", unfit))
     backup = settings.backup
     bucket = f"gs://{gcp.bucket.name}"
-    if backup.location != bucket and not backup.location.startswith(bucket + "/"):
+    location = backup.location
+    if location is not None and location != bucket and not location.startswith(bucket + "/"):
         problems.append(
             (
                 "backup.location",
-                f"{backup.location} is not in the bucket this stack creates ({bucket}); "
+                f"{location} is not in the bucket this stack creates ({bucket}); "
                 f"remove it (default {bucket}/redis) or use {bucket}/<prefix>",
             )
         )
@@ -707,6 +752,169 @@ def stack_problems(settings: StackSettings) -> list[tuple[str, str]]:
                 f"{list(api_servers)} leaves out the control plane ({gcp.gke.master_cidr}, "
                 "gcp.gke.masterCidr): the reconcile Job could not read pod zones; remove the "
                 "setting to use masterCidr",
+            )
+        )
+    return problems
+
+
+def _set_keys(model: BaseModel, prefix: str, ignore: tuple[str, ...] = ()) -> list[str]:
+    """The keys (as written in the stack file) the stack gave explicitly in `model`."""
+    fields = type(model).model_fields
+    return [
+        f"{prefix}.{fields[name].alias or name}"
+        for name in sorted(model.model_fields_set)
+        if name not in ignore
+    ]
+
+
+_GKE_CREATE_ONLY = (
+    "release_channel",
+    "master_cidr",
+    "master_authorized_networks",
+    "maintenance_window",
+    "node_pools",
+    "deletion_protection",
+    "vpc",
+)
+_REDIS_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 10**6, "mb": 2**20, "g": 10**9,
+                "gb": 2**30}  # fmt: skip
+
+
+def redis_bytes(value: str) -> int:
+    """A redis.conf memory value (256mb, 6gb, 1000000) in bytes."""
+    match = re.fullmatch(r"(\d+)(b|k|kb|m|mb|g|gb)?", value.lower())
+    if not match:
+        raise ValueError(f"{value!r} is not a Redis memory value like 256mb")
+    return int(match.group(1)) * _REDIS_UNITS[match.group(2) or ""]
+
+
+def inert_problems(settings: StackSettings) -> list[tuple[str, str]]:
+    """(key, problem and fix) for each setting the stack gives that would have no effect
+    where it is written, or would be misapplied."""
+    problems: list[tuple[str, str]] = []
+    proxy, backup, gcp = settings.proxy, settings.backup, settings.gcp
+    if not proxy.enabled:
+        for key in _set_keys(proxy, "proxy", ignore=("enabled",)):
+            problems.append((key, "has no effect with proxy.enabled false; remove it"))
+        if "retention" in settings.streams.model_fields_set:
+            problems.append(
+                (
+                    "streams.retention",
+                    "has no effect with proxy.enabled false: only the SSE proxy applies "
+                    "retention (on POST); remove it or enable the proxy",
+                )
+            )
+        if "load_balancer_cidrs" in settings.network.model_fields_set:
+            problems.append(
+                ("network.loadBalancerCidrs", "has no effect with proxy.enabled false; remove it")
+            )
+    elif proxy.static_ip_name and not proxy.hostname:
+        problems.append(
+            (
+                "proxy.staticIpName",
+                "needs proxy.hostname: the address is for the proxy's public edge, which "
+                "exists only with a hostname; set proxy.hostname or remove staticIpName",
+            )
+        )
+    if backup.enabled and backup.location is None:
+        problems.append(
+            (
+                "backup.location",
+                "is required; set it in Pulumi.<stack>.yaml: gs://bucket/prefix (the GCP "
+                "layer defaults it to its bucket), or set backup.enabled false",
+            )
+        )
+    if not backup.enabled:
+        for key in _set_keys(backup, "backup", ignore=("enabled",)):
+            problems.append((key, "has no effect with backup.enabled false; remove it"))
+    elif gcp is None and "retention_days" in backup.model_fields_set:
+        problems.append(
+            (
+                "backup.retentionDays",
+                "without the gcp section nothing expires backups (the GCP layer's bucket "
+                "lifecycle rule does); give your bucket a lifecycle rule and remove the key",
+            )
+        )
+    if gcp is not None:
+        gke = gcp.gke
+        if not gke.create:
+            for key in _set_keys(gke, "gcp.gke"):
+                if key.split(".")[-1] in {GkeSettings.model_fields[n].alias or n
+                                          for n in _GKE_CREATE_ONLY}:  # fmt: skip
+                    problems.append(
+                        (
+                            key,
+                            "is used only with gcp.gke.create true (a cluster this stack "
+                            "creates); remove it for an existing cluster",
+                        )
+                    )
+        elif gke.location is not None:
+            problems.append(
+                (
+                    "gcp.gke.location",
+                    "is for an existing cluster (create false); a created cluster is "
+                    "regional in gcp.region: remove it",
+                )
+            )
+        if settings.kube_context is not None:
+            problems.append(
+                (
+                    "kubeContext",
+                    "has no effect with a gcp section: the gcp section's cluster is used; "
+                    "remove it (or remove the gcp section to deploy into a context)",
+                )
+            )
+        if not gcp.secret_manager.enabled and gcp.secret_manager.accessors:
+            problems.append(
+                (
+                    "gcp.secretManager.accessors",
+                    "has no effect with gcp.secretManager.enabled false; remove it",
+                )
+            )
+        alerting = gcp.alerting
+        if alerting is not None and not (proxy.enabled and proxy.hostname):
+            problems.append(
+                (
+                    "gcp.alerting",
+                    "needs proxy.hostname (and proxy.enabled): the alert it routes probes "
+                    "https://<proxy.hostname>/healthz; set the hostname or remove the section",
+                )
+            )
+        elif alerting is not None and alerting.dns_zone and not proxy.static_ip_name:
+            problems.append(
+                (
+                    "gcp.alerting.dnsZone",
+                    "needs proxy.staticIpName: the A record points at the proxy's static "
+                    "address; set it or remove dnsZone",
+                )
+            )
+    redis = settings.redis
+    limit = quantity_gib(redis.resources.memory) * 2**30
+    maxmemory = redis_bytes(redis.maxmemory)
+    if maxmemory == 0:
+        problems.append(
+            (
+                "redis.maxmemory",
+                "0 means unlimited: the container would be OOM-killed instead of Redis "
+                "refusing writes; set it below the container's memory",
+            )
+        )
+    elif maxmemory > limit:
+        problems.append(
+            (
+                "redis.maxmemory",
+                f"({redis.maxmemory}) is above the container's memory "
+                f"({redis.resources.memory}): it would be OOM-killed before maxmemory "
+                "applies; lower it to about 75 % of redis.resources.memory",
+            )
+        )
+    elif maxmemory > 0.9 * limit:
+        problems.append(
+            (
+                "redis.maxmemory",
+                f"({redis.maxmemory}) leaves under 10 % of the container's memory "
+                f"({redis.resources.memory}) for snapshot forks and replication buffers; "
+                "lower it to about 75 %",
             )
         )
     return problems
@@ -868,7 +1076,7 @@ def load(config: Mapping[str, Any]) -> StackSettings:
                 message = "is not a known setting (a typo?); see infra/settings.py"
             lines.append(f"{PROJECT}:{key}: {message}")
         raise ConfigError("\n".join(lines)) from exc
-    problems = stack_problems(settings)
+    problems = stack_problems(settings) + inert_problems(settings)
     if settings.environment == "prod":
         problems += production_problems(settings)
     if problems:

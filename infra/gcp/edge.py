@@ -15,25 +15,29 @@ RUNBOOK = "runbooks/SseProxyDown.md"
 
 
 class Edge(pulumi.ComponentResource):
-    address: compute.GlobalAddress
+    """The static address (proxy.staticIpName), its DNS record (gcp.alerting.dnsZone), and
+    the uptime check with its alert policy (gcp.alerting): each where its settings are."""
+
+    address: compute.GlobalAddress | None
 
     def __init__(
         self, resource_name: str, cloud: Cloud, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("redis-platform:gcp:Edge", resource_name, None, opts)
         proxy = cloud.settings.proxy
-        assert proxy.hostname  # checked by the settings
-        assert proxy.static_ip_name
-        self.address = compute.GlobalAddress(
-            "address",
-            name=proxy.static_ip_name,
-            address_type="EXTERNAL",
-            ip_version="IPV4",
-            description=f"SSE proxy {proxy.hostname}",
-            opts=cloud.opts(self),
-        )
+        assert proxy.hostname  # the program builds an Edge only for a public hostname
+        self.address = None
+        if proxy.static_ip_name:
+            self.address = compute.GlobalAddress(
+                "address",
+                name=proxy.static_ip_name,
+                address_type="EXTERNAL",
+                ip_version="IPV4",
+                description=f"SSE proxy {proxy.hostname}",
+                opts=cloud.opts(self),
+            )
         alerting = cloud.gcp.alerting
-        if alerting is not None and alerting.dns_zone:
+        if alerting is not None and alerting.dns_zone and self.address is not None:
             dns.RecordSet(
                 "dns",
                 managed_zone=alerting.dns_zone,
@@ -102,4 +106,4 @@ class Edge(pulumi.ComponentResource):
                 severity="CRITICAL",
                 opts=cloud.opts(self),
             )
-        self.register_outputs({"address": self.address.address})
+        self.register_outputs({"address": self.address.address if self.address else None})

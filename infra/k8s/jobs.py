@@ -175,7 +175,7 @@ def reconcile_args(settings: StackSettings) -> list[str]:
 
 def backup_args(settings: StackSettings) -> list[str]:
     # --no-latest: the backup identity may add objects, never replace one.
-    return ["backup", "create", "--to", settings.backup.location, "--no-latest",
+    return ["backup", "create", "--to", settings.backup.url, "--no-latest",
             *client_args(settings, acl.BACKUP), "--json"]  # fmt: skip
 
 
@@ -205,7 +205,7 @@ def smoke_target(settings: StackSettings, proxy_url: str | None) -> dict[str, An
         },
         "sse_proxy": sse,
         "backups": (
-            {"location": settings.backup.location, "max_age_s": settings.backup.max_age_s}
+            {"location": settings.backup.url, "max_age_s": settings.backup.max_age_s}
             if settings.backup.enabled
             else None
         ),

@@ -27,7 +27,9 @@ def gcp_of(stack: str, **changes: Any) -> dict[str, Any]:
 
 
 EXISTING = {
-    "gcp": gcp_of("prod", gke={"create": False, "name": "shared-gke", "location": "europe-west1"}),
+    # someone else's cluster: only what names it (the create-only keys would be refused)
+    "gcp": gcp_of("prod")
+    | {"gke": {"create": False, "name": "shared-gke", "location": "europe-west1"}},
     "network": {"apiServerCidrs": ["172.16.8.0/28"], "googleApisCidrs": ["199.36.153.8/30"]},
 }
 

@@ -91,7 +91,11 @@ def redis_of(stack: str, **changes: Any) -> dict[str, Any]:
         ),
         (
             "dev",
-            {"gcp": None, "backup": {"schedule": "0 * * * *"}},
+            {
+                "gcp": None,
+                "network": {"apiServerCidrs": ["172.16.0.0/28"]},
+                "backup": {"schedule": "0 * * * *"},
+            },
             "backup.location",
             "is required",
         ),
