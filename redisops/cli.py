@@ -19,7 +19,16 @@ from redisops import acl, kube, log
 from redisops import node as node_start
 from redisops.cli_backup import backup_app, drill_app, restore_cmd
 from redisops.cli_common import DEFAULT_STATE as DEFAULT_STATE_DIR
-from redisops.cli_common import JsonOut, StateDir, err, logger, out
+from redisops.cli_common import (
+    JsonOut,
+    StateDir,
+    client_certificate,
+    err,
+    given_options,
+    logger,
+    out,
+    refuse_unused,
+)
 from redisops.cli_common import emit as _emit_common
 from redisops.client import Credentials, Endpoint, TlsClient
 from redisops.cluster import format_ranges
@@ -128,6 +137,8 @@ def local_up(
     json_out: JsonOut = False,
 ) -> None:
     """Start the twin (or recover / grow it) and print its status. Safe to run twice."""
+    if sse_proxy is False:
+        refuse_unused("--no-sse-proxy", {"--proxy-port": proxy_port})
     twin = Twin(state_dir, progress=logger.info)
     report = twin.up(
         shards=shards,
@@ -225,6 +236,7 @@ def _parse_node(text: str) -> DesiredNode:
 
 @app.command("reconcile")
 def reconcile_cmd(
+    ctx: typer.Context,
     target: Annotated[
         str | None, typer.Option(help="'local' to reconcile the twin; else give --node etc.")
     ] = None,
@@ -273,6 +285,23 @@ def reconcile_cmd(
     json_out: JsonOut = False,
 ) -> None:
     """Form, heal or scale the cluster, load ACLs, reload TLS; report drift as findings."""
+    if target == "local":
+        refuse_unused(
+            "--target local (the twin supplies its shape, nodes, ACL file, certificates and "
+            "credentials)",
+            given_options(ctx, "node", "shards", "replicas", "ca", "cert", "key", "user",
+                          "password_file", "acl_file", "admin_password_file",
+                          "expect_node_cert", "replication_password_file",
+                          "zones_from_kubernetes"),
+        )  # fmt: skip
+    elif not reload_tls:
+        unused = given_options(
+            ctx, "admin_password_file", "expect_node_cert", "replication_password_file"
+        )
+        if any(unused.values()):
+            flags = ", ".join(flag for flag, given in unused.items() if given)
+            raise ConfigError(f"{flags}: used only with --reload-tls; add it or drop them")
+    client_certificate(cert, key)
     options = ReconcileOptions(
         reload_tls=reload_tls,
         dry_run=dry_run,
@@ -386,6 +415,7 @@ def smoke_cmd(
     from smoke_tests.targets import TargetError, load_target
 
     if target == "local":
+        refuse_unused("--target local (the twin describes itself)", {"--target-file": target_file})
         if not (state_dir / "state.json").exists():
             raise ConfigError(
                 f"no local twin in {state_dir}; start one with `make up` or `redisops local up`"

@@ -42,9 +42,11 @@ from redisops.cli_common import (
     UserOpt,
     cluster_access,
     emit,
+    given_options,
     local_backup_location,
     logger,
     out,
+    refuse_unused,
     show_progress,
 )
 from redisops.errors import ConfigError
@@ -62,7 +64,18 @@ LocationOpt = Annotated[
 ]
 
 
+# list, verify, prune, status: only a location (no cluster) is needed
+StorageTargetOpt = Annotated[
+    str | None,
+    typer.Option("--target", help="'local' for the twin's backups directory; else give --from."),
+]
+
+
 def _location(location: str | None, target: str | None, state_dir: Path) -> str:
+    if target is not None and target != "local":
+        raise ConfigError(
+            f"--target {target!r}: only 'local' (the twin's backups) is known; or give --from"
+        )
     if location:
         return location
     if target == "local":
@@ -70,10 +83,16 @@ def _location(location: str | None, target: str | None, state_dir: Path) -> str:
     raise ConfigError("--from (or --to) is required: gs://bucket/prefix or file:///dir")
 
 
-def _split(location: str) -> tuple[str, str | None]:
-    """`…/20261126T013000Z` names one backup inside a location."""
+def _split(location: str, backup: str | None = None) -> tuple[str, str | None]:
+    """`…/20261126T013000Z` names one backup inside a location; refused when `backup` (the
+    one asked for otherwise, None: not asked) names another."""
     head, _, tail = location.rstrip("/").rpartition("/")
     if BACKUP_ID.match(tail) and "://" in head:
+        if backup is not None and backup != tail:
+            raise ConfigError(
+                f"--from names backup {tail}, and {backup!r} was asked for too; give the "
+                f"location alone ({head}) with the backup, or only --from"
+            )
         return head, tail
     return location, None
 
@@ -193,7 +212,7 @@ def _storage(location: str | None, target: str | None, state_dir: Path) -> Stora
 @backup_app.command("list")
 def backup_list(
     location: LocationOpt = None,
-    target: TargetOpt = None,
+    target: StorageTargetOpt = None,
     state_dir: StateDir = DEFAULT_STATE,
     json_out: JsonOut = False,
 ) -> None:
@@ -241,12 +260,12 @@ def backup_list(
 def backup_verify(
     backup: Annotated[str, typer.Argument(help="Backup id, or 'latest'.")],
     location: LocationOpt = None,
-    target: TargetOpt = None,
+    target: StorageTargetOpt = None,
     state_dir: StateDir = DEFAULT_STATE,
     json_out: JsonOut = False,
 ) -> None:
     """Checksums, sizes and redis-check-rdb for every shard. Exit 1 on any problem."""
-    location, named = _split(_location(location, target, state_dir))
+    location, named = _split(_location(location, target, state_dir), backup)
     storage = open_storage(location)
     manifest = catalog.resolve(storage, named or backup)
     checks = catalog.verify(storage, manifest)
@@ -277,7 +296,7 @@ def backup_prune(
     keep_days: Annotated[float, typer.Option(help="Keep every backup younger than this.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, delete nothing.")] = False,
     location: LocationOpt = None,
-    target: TargetOpt = None,
+    target: StorageTargetOpt = None,
     state_dir: StateDir = DEFAULT_STATE,
     json_out: JsonOut = False,
 ) -> None:
@@ -304,11 +323,13 @@ def backup_status(
         bool, typer.Option("--prometheus", help="Print Prometheus text-format metrics.")
     ] = False,
     location: LocationOpt = None,
-    target: TargetOpt = None,
+    target: StorageTargetOpt = None,
     state_dir: StateDir = DEFAULT_STATE,
     json_out: JsonOut = False,
 ) -> None:
     """Age of the newest complete backup; exit 1 when there is none or it is too old."""
+    if prometheus and json_out:
+        raise ConfigError("--json and --prometheus are two formats of one answer: choose one")
     storage = _storage(location, target, state_dir)
     state = catalog.freshness(storage, max_age)
     if prometheus:
@@ -356,6 +377,7 @@ def _print_restore(report: RestoreReport) -> None:
 
 
 def restore_cmd(
+    ctx: typer.Context,
     location: LocationOpt = None,
     backup: Annotated[str, typer.Option(help="Backup id, or 'latest'.")] = "latest",
     force: Annotated[
@@ -372,9 +394,8 @@ def restore_cmd(
     json_out: JsonOut = False,
 ) -> None:
     """Restore a backup into a cluster of any shape (as admin), then verify it."""
-    location, named = _split(_location(location, target, state_dir))
-    storage = open_storage(location)
-    manifest = catalog.resolve(storage, named or backup)
+    asked = backup if given_options(ctx, "backup")["--backup"] else None
+    location, named = _split(_location(location, target, state_dir), asked)
     access = cluster_access(
         acl.ADMIN,
         target=target,
@@ -386,6 +407,8 @@ def restore_cmd(
         user=user,
         password_file=password_file,
     )
+    storage = open_storage(location)
+    manifest = catalog.resolve(storage, named or backup)
     with _counting(show_progress(json_out), f"restoring {manifest.id}", manifest.keys) as progress:
         if access.twin is not None:
             from redisops.local.restore import restore_into_twin
@@ -414,6 +437,7 @@ def restore_cmd(
 
 @drill_app.command("restore")
 def drill_restore(
+    ctx: typer.Context,
     target: TargetOpt = None,
     location: LocationOpt = None,
     backup: Annotated[str, typer.Option(help="Backup to prove (without --target).")] = "latest",
@@ -432,6 +456,10 @@ def drill_restore(
     if target == "local":
         from redisops.local.twin import Twin
 
+        refuse_unused(
+            "--target local (it backs up the twin now and restores into one more shard)",
+            given_options(ctx, "backup", "shards"),
+        )
         twin = Twin(state_dir)
         storage = _storage(location, target, state_dir)
         report = drill_local(twin, storage, max_age_s=max_age, say=say)

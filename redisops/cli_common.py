@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -48,6 +49,35 @@ PasswordFileOpt = Annotated[
 DEFAULT_STATE = DEFAULT_STATE_DIR
 
 
+def refuse_unused(mode: str, options: Mapping[str, object]) -> None:
+    """Options given (not None, False or empty) that `mode` would ignore: refuse them by
+    name rather than let a user believe they took effect."""
+    given = [flag for flag, value in options.items() if value not in (None, False, [], ())]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)}: not used with {mode}; drop {'it' if len(given) == 1 else 'them'}"
+        )
+
+
+def given_options(ctx: typer.Context, *names: str) -> dict[str, bool]:
+    """flag -> whether the command line (or the environment) set each of these parameters."""
+    flags = {p.name: p.opts[0] for p in ctx.command.params if p.name}
+
+    def given(name: str) -> bool:
+        source = ctx.get_parameter_source(name)  # typer's own click: compare by name
+        return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+    return {flags[name]: given(name) for name in names}
+
+
+def client_certificate(cert: Path | None, key: Path | None) -> None:
+    if (cert is None) != (key is None):
+        raise ConfigError(
+            "--cert and --key go together: give the client certificate and its key, or "
+            "neither (when the cluster does not require client certificates)"
+        )
+
+
 def emit(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
@@ -81,6 +111,11 @@ def cluster_access(
 ) -> Access:
     """`--target local` (the twin) or explicit `--node/--ca/--cert/--key/--password-file`."""
     if target == "local":
+        refuse_unused(
+            "--target local (the twin supplies nodes, certificates and credentials)",
+            {"--node": nodes, "--ca": ca, "--cert": cert, "--key": key, "--user": user,
+             "--password-file": password_file},
+        )  # fmt: skip
         twin = Twin(state_dir)
         settings = twin.settings()
         return Access(
@@ -100,6 +135,7 @@ def cluster_access(
         raise ConfigError(f"{', '.join(missing)} required (or use --target local)")
     if nodes is None or ca is None or password_file is None:  # for the type checker
         raise ConfigError("--node, --ca and --password-file are required")
+    client_certificate(cert, key)
     return Access(
         [Endpoint.parse(n) for n in nodes],
         TlsClient(

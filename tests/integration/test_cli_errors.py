@@ -134,3 +134,150 @@ def test_malformed_option_values_are_usage_errors() -> None:
     proc = run("local", "up", "--shards", "three")
     assert proc.returncode == 2
     assert "--shards" in proc.stderr
+
+
+BACKUP = "file:///tmp/redisops-no-such-location/20261126T013000Z"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        # the twin supplies its own shape, nodes, certificates and credentials
+        (
+            ["reconcile", "--target", "local", "--shards", "4"],
+            "--shards: not used with --target local",
+        ),
+        (
+            ["reconcile", "--target", "local", "--replicas", "2"],
+            "--replicas: not used with --target local",
+        ),
+        (["reconcile", "--target", "local", "--node", "127.0.0.1:7000"], "--node: not used"),
+        (["reconcile", "--target", "local", "--acl-file", "/etc/hosts"], "--acl-file: not used"),
+        (
+            ["reconcile", "--target", "local", "--reload-tls", "--expect-node-cert", "/etc/hosts"],
+            "--expect-node-cert: not used with --target local",
+        ),
+        (
+            ["reconcile", "--target", "local", "--ca", "ca.crt", "--password-file", "p"],
+            "--ca, --password-file: not used with --target local",
+        ),
+        # what only a TLS reload reads
+        (
+            [
+                "reconcile",
+                "--node",
+                "127.0.0.1:7000",
+                "--shards",
+                "3",
+                "--replicas",
+                "0",
+                "--ca",
+                "ca.crt",
+                "--password-file",
+                "p",
+                "--expect-node-cert",
+                "n.crt",
+            ],
+            "--expect-node-cert: used only with --reload-tls",
+        ),
+        (
+            [
+                "reconcile",
+                "--node",
+                "127.0.0.1:7000",
+                "--shards",
+                "3",
+                "--replicas",
+                "0",
+                "--ca",
+                "ca.crt",
+                "--password-file",
+                "p",
+                "--replication-password-file",
+                "r",
+            ],
+            "--replication-password-file: used only with --reload-tls",
+        ),
+        (
+            [
+                "reconcile",
+                "--node",
+                "127.0.0.1:7000",
+                "--shards",
+                "3",
+                "--replicas",
+                "0",
+                "--ca",
+                "ca.crt",
+                "--password-file",
+                "p",
+                "--cert",
+                "c.crt",
+            ],
+            "--cert and --key go together",
+        ),
+        (
+            ["backup", "create", "--target", "local", "--node", "127.0.0.1:7000"],
+            "--node: not used with --target local",
+        ),
+        (
+            ["restore", "--target", "local", "--user", "admin"],
+            "--user: not used with --target local",
+        ),
+        (
+            [
+                "backup",
+                "create",
+                "--to",
+                "file:///tmp/x",
+                "--node",
+                "127.0.0.1:7000",
+                "--ca",
+                "c",
+                "--password-file",
+                "p",
+                "--key",
+                "k.key",
+            ],
+            "--cert and --key go together",
+        ),
+        (
+            ["backup", "verify", "20261127T000000Z", "--from", BACKUP],
+            "--from names backup 20261126T013000Z",
+        ),
+        (
+            ["restore", "--from", BACKUP, "--backup", "latest", "--target", "local"],
+            "--from names backup",
+        ),
+        (
+            ["backup", "status", "--target", "local", "--json", "--prometheus"],
+            "--json and --prometheus",
+        ),
+        (["backup", "list", "--target", "mars", "--from", "file:///tmp/x"], "--target 'mars'"),
+        (
+            ["drill", "restore", "--target", "local", "--shards", "5"],
+            "--shards: not used with --target local",
+        ),
+        (
+            ["smoke", "--target", "local", "--target-file", "t.json"],
+            "--target-file: not used with --target local",
+        ),
+        (
+            ["local", "up", "--no-sse-proxy", "--proxy-port", "8800"],
+            "--proxy-port: not used with --no-sse-proxy",
+        ),
+    ],
+)
+def test_an_option_the_mode_would_ignore_is_refused(
+    tmp_path: Path, args: list[str], expected: str
+) -> None:
+    state = tmp_path / "none"
+    if args[:2] == ["local", "up"]:  # should it start anyway, not on anyone's ports
+        args = [*args, "--base-port", str(free_base_port(6))]
+    try:
+        proc = run(*args, "--state-dir", str(state))
+    finally:
+        if state.exists():
+            run("local", "down", "--purge", "--state-dir", str(state))
+    assert proc.returncode == 2, proc.stderr
+    assert expected in one_error_line(proc)
