@@ -21,7 +21,7 @@ from infra.k8s.namespace import Namespace
 from infra.k8s.network import NetworkPolicies
 from infra.k8s.redis_cluster import RedisCluster
 from infra.k8s.sse_proxy import SseProxy, in_cluster_url
-from infra.k8s.tls import ClusterTls
+from infra.k8s.tls import ClusterTls, app_client_secrets
 from redisops import acl
 from redisops.errors import ConfigError
 
@@ -168,6 +168,8 @@ def main() -> None:
         "secretNames",
         {
             "tls": tls.secret_names,
+            # namespace -> the client certificate Secret its Redis clients mount
+            "clientTls": app_client_secrets(settings),
             "users": {role: user_secret(role) for role in acl.ROLES},
             "acl": ACL_SECRET,
             "replication": REPLICATION_SECRET,

@@ -27,6 +27,23 @@ CLIENTS = {
     "exporter": "redis-tls-exporter",
 }
 NODE_SECRET = "redis-tls-node"
+# What the clients of `clients.namespaces` mount (in their own namespace) when Redis
+# requires client certificates; `clients.podLabels` alone: in the platform's namespace.
+APP_CLIENT_SECRET = "redis-client-tls"
+APP_CLIENTS_SECRET = "redis-tls-clients"
+
+
+def app_client_secrets(settings: StackSettings) -> dict[str, str]:
+    """namespace -> name of the client-certificate Secret issued there for the configured
+    client namespaces / labelled pods; none when Redis does not require client certificates."""
+    if settings.redis.tls_auth_clients != "yes":
+        return {}
+    clients = settings.clients
+    if clients.namespaces:
+        return {ns: APP_CLIENT_SECRET for ns in clients.namespaces}
+    if clients.pod_labels:
+        return {settings.namespace: APP_CLIENTS_SECRET}
+    return {}
 
 
 def node_dns_names(settings: StackSettings) -> list[str]:
@@ -93,6 +110,14 @@ class ClusterTls(pulumi.ComponentResource):
         self.clients = {
             name: self._issue(name, secret, CLIENT_USES, [], []) for name, secret in CLIENTS.items()
         }
+        # Without these, the client namespaces the NetworkPolicy admits could not complete
+        # a TLS handshake with `tls-auth-clients yes`.
+        self.app_clients = {
+            namespace: self._issue(
+                f"clients-{namespace}", secret, CLIENT_USES, [], [], namespace=namespace
+            )
+            for namespace, secret in app_client_secrets(settings).items()
+        }
         self.node_cert_pem = self.node.cert.cert_pem
         self.secret_names = {"node": NODE_SECRET, **CLIENTS}
         self.register_outputs({"ca_cert_pem": self.ca_cert_pem, "secret_names": self.secret_names})
@@ -104,6 +129,7 @@ class ClusterTls(pulumi.ComponentResource):
         uses: list[str],
         dns_names: Sequence[str],
         ip_addresses: Sequence[str],
+        namespace: str | None = None,
     ) -> Issued:
         lifetimes = self._platform.settings.tls
         parent = pulumi.ResourceOptions(parent=self)
@@ -128,7 +154,7 @@ class ClusterTls(pulumi.ComponentResource):
         )
         secret = k8s.core.v1.Secret(
             f"{name}-tls",
-            metadata=meta(secret_name, self._platform.ns, "tls"),
+            metadata=meta(secret_name, namespace or self._platform.ns, "tls"),
             type="kubernetes.io/tls",
             string_data={
                 "ca.crt": self.ca.cert_pem,

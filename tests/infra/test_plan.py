@@ -273,6 +273,41 @@ def test_google_apis_and_the_metadata_server_only_for_the_pods_that_read_the_buc
     assert flows["redis"] == set()
 
 
+def test_client_namespaces_get_a_client_certificate_when_redis_requires_one(
+    plan: harness.Plan, settings: Any
+) -> None:
+    # tls-auth-clients yes: a pod the NetworkPolicy admits still needs a certificate
+    assert settings.redis.tls_auth_clients == "yes" and settings.clients.namespaces
+    issued = {
+        (r.inputs["metadata"]["namespace"], r.object_name): r
+        for r in plan.kube("Secret")
+        if r.object_name == "redis-client-tls"
+    }
+    assert set(issued) == {(ns, "redis-client-tls") for ns in settings.clients.namespaces}
+    for secret in issued.values():
+        assert set(secret.inputs["stringData"]) == {"ca.crt", "tls.crt", "tls.key"}
+        data = secret.raw["stringData"]  # the key marked secret (or the whole of it)
+        assert harness.is_secret(data) or harness.is_secret(data["tls.key"])
+    certs = [
+        r
+        for r in plan.of_type("tls:index/locallySignedCert:LocallySignedCert")
+        if r.name.startswith("clients-")
+    ]
+    assert len(certs) == len(settings.clients.namespaces)
+    for cert in certs:
+        assert "client_auth" in cert.inputs["allowedUses"]
+        assert "server_auth" not in cert.inputs["allowedUses"]
+    assert plan.outputs["secretNames"][0]["clientTls"] == dict.fromkeys(
+        settings.clients.namespaces, "redis-client-tls"
+    )
+
+
+def test_no_client_certificates_where_redis_does_not_require_them() -> None:
+    redis = json.loads(harness.stack_config("dev")["redis-platform:redis"])
+    plan = harness.run("dev", {"redis": {**redis, "tlsAuthClients": "optional"}})
+    assert not [r for r in plan.kube("Secret") if r.object_name == "redis-client-tls"]
+
+
 def test_bus_port_only_from_redis_pods(plan: harness.Plan) -> None:
     for name, spec in _policies(plan).items():
         for rule in spec.get("ingress", []):
