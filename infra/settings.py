@@ -848,7 +848,16 @@ def inert_problems(settings: StackSettings) -> list[tuple[str, str]]:
                             "creates); remove it for an existing cluster",
                         )
                     )
-        elif gke.location is not None:
+        elif settings.cluster_domain != "cluster.local":
+            problems.append(
+                (
+                    "clusterDomain",
+                    f"is {settings.cluster_domain!r}, but a GKE cluster this stack creates "
+                    "uses cluster.local (the nodes' names and certificates would not match); "
+                    "remove it",
+                )
+            )
+        if gke.create and gke.location is not None:
             problems.append(
                 (
                     "gcp.gke.location",

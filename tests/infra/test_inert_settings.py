@@ -113,6 +113,7 @@ def error_of(stack: str, overrides: dict[str, Any]) -> str:
             "gcp.gke.location",
             "is for an existing cluster",
         ),
+        ("dev", {"clusterDomain": "corp.internal"}, "clusterDomain", "uses cluster.local"),
         (
             "dev",
             {"kubeContext": "gke_dev"},
