@@ -46,6 +46,7 @@ from redisops.cli_common import (
     local_backup_location,
     logger,
     out,
+    refuse_local_cluster_flags,
     refuse_unused,
     show_progress,
 )
@@ -396,6 +397,10 @@ def restore_cmd(
     """Restore a backup into a cluster of any shape (as admin), then verify it."""
     asked = backup if given_options(ctx, "backup")["--backup"] else None
     location, named = _split(_location(location, target, state_dir), asked)
+    if target == "local":  # before anything is read: the mistake is the command line's
+        refuse_local_cluster_flags(node, ca, cert, key, user, password_file)
+    storage = open_storage(location)
+    manifest = catalog.resolve(storage, named or backup)
     access = cluster_access(
         acl.ADMIN,
         target=target,
@@ -407,8 +412,6 @@ def restore_cmd(
         user=user,
         password_file=password_file,
     )
-    storage = open_storage(location)
-    manifest = catalog.resolve(storage, named or backup)
     with _counting(show_progress(json_out), f"restoring {manifest.id}", manifest.keys) as progress:
         if access.twin is not None:
             from redisops.local.restore import restore_into_twin

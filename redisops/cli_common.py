@@ -70,6 +70,22 @@ def given_options(ctx: typer.Context, *names: str) -> dict[str, bool]:
     return {flags[name]: given(name) for name in names}
 
 
+def refuse_local_cluster_flags(
+    nodes: list[str] | None,
+    ca: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    user: str | None,
+    password_file: Path | None,
+) -> None:
+    """With --target local the twin supplies what these flags would say."""
+    refuse_unused(
+        "--target local (the twin supplies nodes, certificates and credentials)",
+        {"--node": nodes, "--ca": ca, "--cert": cert, "--key": key, "--user": user,
+         "--password-file": password_file},
+    )  # fmt: skip
+
+
 def client_certificate(cert: Path | None, key: Path | None) -> None:
     if (cert is None) != (key is None):
         raise ConfigError(
@@ -111,11 +127,7 @@ def cluster_access(
 ) -> Access:
     """`--target local` (the twin) or explicit `--node/--ca/--cert/--key/--password-file`."""
     if target == "local":
-        refuse_unused(
-            "--target local (the twin supplies nodes, certificates and credentials)",
-            {"--node": nodes, "--ca": ca, "--cert": cert, "--key": key, "--user": user,
-             "--password-file": password_file},
-        )  # fmt: skip
+        refuse_local_cluster_flags(nodes, ca, cert, key, user, password_file)
         twin = Twin(state_dir)
         settings = twin.settings()
         return Access(
