@@ -26,19 +26,22 @@ from redisops import acl
 from redisops.errors import ConfigError
 
 
-def checked_rollout(settings: stack_settings.StackSettings) -> pulumi.Output[int]:
-    """The StatefulSet's replicas, once the change from what the last rollout deployed (the
-    stack's own `redisShape` output) is known to be safe; fails the update otherwise, before
-    the StatefulSet or the reconcile Job is touched."""
+def rollout_gate(settings: stack_settings.StackSettings) -> pulumi.Output[pulumi.Resource]:
+    """Resolves once the change from what the last rollout deployed (the stack's own
+    `redisShape` output) is known to be safe; fails the update otherwise. Everything
+    Kubernetes (and the certificates) waits for it, so a refused rollout changes nothing."""
     own = pulumi.StackReference(
         f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
     )
 
-    def check(previous: Any) -> int:
+    def check(previous: Any) -> pulumi.Resource:
         problems = stack_settings.rollout_problems(settings.redis, previous)
         if problems:
-            raise ConfigError("\n".join(f"{stack_settings.PROJECT}:{k}: {m}" for k, m in problems))
-        return settings.redis.pods
+            # RunError: Pulumi prints the message alone, without a traceback
+            raise pulumi.RunError(
+                "\n".join(f"{stack_settings.PROJECT}:{k}: {m}" for k, m in problems)
+            )
+        return own
 
     return own.get_output("redisShape").apply(check)
 
@@ -122,8 +125,9 @@ def main() -> None:
             depends_on=list(google.cluster.pools.values()) if google and google.cluster else []
         ),
     )
-    namespace = Namespace("namespace", settings.namespace, provider)
-    platform = Platform(settings, provider, namespace.resource)
+    gate = rollout_gate(settings)
+    namespace = Namespace("namespace", settings.namespace, provider, gate=gate)
+    platform = Platform(settings, provider, namespace.resource, gate=gate)
     tls = ClusterTls("tls", platform)
     credentials = Credentials("credentials", platform)
     secrets = [
@@ -134,8 +138,7 @@ def main() -> None:
         *credentials.user_secrets.values(),
     ]
     network = NetworkPolicies("network", platform)
-    pods = checked_rollout(settings)
-    cluster = RedisCluster("redis", platform, depends_on=secrets, pods=pods)
+    cluster = RedisCluster("redis", platform, depends_on=secrets)
     proxy_url = None
     if settings.proxy.enabled:
         proxy = SseProxy(
@@ -159,7 +162,7 @@ def main() -> None:
     role_secrets = google.role_secrets(credentials.passwords) if google else {}
 
     # recorded only by a rollout that passed the check, for the next one to compare with
-    pulumi.export("redisShape", pods.apply(lambda _: stack_settings.deployed_shape(settings.redis)))
+    pulumi.export("redisShape", gate.apply(lambda _: stack_settings.deployed_shape(settings.redis)))
     pulumi.export("namespace", namespace.name)
     pulumi.export("redisClientEndpoint", cluster.client_endpoint)
     pulumi.export("redisNodeEndpoints", cluster.node_endpoints)

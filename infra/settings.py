@@ -1002,27 +1002,47 @@ def rollout_problems(
 ) -> list[tuple[str, str]]:
     """(key, problem and fix) for changes the StatefulSet cannot make without losing data
     or every pod at once, given what the last rollout deployed (None: the first one)."""
+    ack = redis.acknowledge_scale_in_from
     if not previous:
+        if ack is not None:
+            return [("redis.acknowledgeScaleInFrom", "acknowledges a scale-in, but nothing "
+                     "is deployed yet; remove it")]  # fmt: skip
         return []
     problems: list[tuple[str, str]] = []
     was_shards, was_replicas = int(previous["shards"]), int(previous["replicas"])
     was = f"{was_shards}x{was_replicas}"
-    if (redis.shards < was_shards or redis.replicas < was_replicas) and (
-        redis.acknowledge_scale_in_from != was
-    ):
+    shrinks = redis.shards < was_shards or redis.replicas < was_replicas
+    if shrinks and ack != was:
         key = "redis.shards" if redis.shards < was_shards else "redis.replicas"
         was_pods = was_shards * (1 + was_replicas)
+        if redis.pods < was_pods:
+            what = (
+                f"shrinks the StatefulSet at once and deletes "
+                f"{_pod_range(redis.pods, was_pods - 1)}, which hold slots or replicas, "
+                "before anything moves their data"
+            )
+        else:
+            what = (
+                f"has fewer {key.removeprefix('redis.')} than the cluster: the slots of the "
+                "shards that go would stay where they are while the pods take new roles"
+            )
         problems.append(
             (
                 key,
-                f"the cluster runs {was} (shards x replicas); {redis.shape} shrinks the "
-                f"StatefulSet at once and deletes {_pod_range(redis.pods, was_pods - 1)}, "
-                "which hold slots or replicas, before anything moves their data. First move "
+                f"the cluster runs {was} (shards x replicas); {redis.shape} {what}. First move "
                 "every slot off the shards that go (`redis-cli --cluster reshard` / "
                 "`rebalance --cluster-weight <their ids>=0`), make their nodes and the "
                 "surplus replicas leave (`redis-cli --cluster del-node`), check with "
                 "`redis-cli --cluster check`; then set "
                 f'redis.acknowledgeScaleInFrom: "{was}" for that rollout',
+            )
+        )
+    elif not shrinks and ack is not None:
+        problems.append(
+            (
+                "redis.acknowledgeScaleInFrom",
+                f'"{ack}" acknowledges a scale-in, but this rollout shrinks nothing (the '
+                f"cluster runs {was}); remove it",
             )
         )
     for key, field, current in (

@@ -88,16 +88,28 @@ class Platform:
     settings: StackSettings
     provider: k8s.Provider
     namespace: pulumi.Resource | None = None
+    #: resolves once the rollout is known to be safe (infra/__main__.py checked_rollout);
+    #: the namespace waits for it, and so everything in it
+    gate: pulumi.Input[pulumi.Resource] | None = None
 
     @property
     def ns(self) -> str:
         return self.settings.namespace
+
+    def state_opts(self, parent: pulumi.Resource) -> pulumi.ResourceOptions:
+        """Options of a child kept only in the stack's state (keys, certificates): parented,
+        and after the rollout check, so a refused rollout changes none of them either."""
+        return pulumi.ResourceOptions(
+            parent=parent, depends_on=[self.gate] if self.gate is not None else []
+        )
 
     def opts(self, parent: pulumi.Resource, **extra: Any) -> pulumi.ResourceOptions:
         """A child's options: parented, on the explicit provider, after the namespace."""
         depends_on = list(extra.pop("depends_on", []))
         if self.namespace is not None:
             depends_on.append(self.namespace)
+        if self.gate is not None:
+            depends_on.append(self.gate)
         return pulumi.ResourceOptions(
             parent=parent, provider=self.provider, depends_on=depends_on, **extra
         )

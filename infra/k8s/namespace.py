@@ -21,8 +21,11 @@ class Namespace(pulumi.ComponentResource):
         resource_name: str,
         namespace: str,
         provider: k8s.Provider,
+        gate: pulumi.Input[pulumi.Resource] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """`gate`: what the namespace, and so every object in it, waits for (the rollout
+        check)."""
         super().__init__("redis-platform:k8s:Namespace", resource_name, None, opts)
         psa = {
             f"pod-security.kubernetes.io/{mode}": PSA_LEVEL for mode in ("enforce", "audit", "warn")
@@ -34,7 +37,9 @@ class Namespace(pulumi.ComponentResource):
         self.resource = k8s.core.v1.Namespace(
             "namespace",
             metadata={"name": namespace, "labels": {**psa, **versions, **PART_OF}},
-            opts=pulumi.ResourceOptions(parent=self, provider=provider),
+            opts=pulumi.ResourceOptions(
+                parent=self, provider=provider, depends_on=[gate] if gate is not None else []
+            ),
         )
         self.name = self.resource.metadata.apply(lambda m: m.name)
         self.register_outputs({"name": self.name})

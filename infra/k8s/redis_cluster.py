@@ -269,11 +269,8 @@ class RedisCluster(pulumi.ComponentResource):
         resource_name: str,
         platform: Platform,
         depends_on: list[pulumi.Resource],
-        pods: pulumi.Input[int] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """`pods`: the StatefulSet's replicas (default shards x (1 + replicas)); pass an
-        Output that fails when the change is unsafe, so the StatefulSet is never updated."""
         super().__init__("redis-platform:k8s:RedisCluster", resource_name, None, opts)
         settings = platform.settings
         ns = platform.ns
@@ -331,7 +328,7 @@ class RedisCluster(pulumi.ComponentResource):
             ),
             spec={
                 "serviceName": HEADLESS,
-                "replicas": settings.redis.pods if pods is None else pods,
+                "replicas": settings.redis.pods,
                 "podManagementPolicy": "Parallel",
                 "updateStrategy": {"type": "RollingUpdate"},
                 "selector": {"matchLabels": REDIS_SELECTOR},

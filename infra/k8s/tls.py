@@ -88,7 +88,7 @@ class ClusterTls(pulumi.ComponentResource):
             "ca-key",
             algorithm="ECDSA",
             ecdsa_curve="P256",
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=platform.state_opts(self),
         )
         self.ca = tls.SelfSignedCert(
             "ca",
@@ -101,7 +101,7 @@ class ClusterTls(pulumi.ComponentResource):
             validity_period_hours=lifetimes.ca_validity_hours,
             early_renewal_hours=lifetimes.ca_early_renewal_hours,
             allowed_uses=["cert_signing", "crl_signing", "digital_signature"],
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=platform.state_opts(self),
         )
         self.ca_cert_pem = self.ca.cert_pem
         self.node = self._issue(
@@ -132,7 +132,7 @@ class ClusterTls(pulumi.ComponentResource):
         namespace: str | None = None,
     ) -> Issued:
         lifetimes = self._platform.settings.tls
-        parent = pulumi.ResourceOptions(parent=self)
+        parent = self._platform.state_opts(self)
         key = tls.PrivateKey(f"{name}-key", algorithm="ECDSA", ecdsa_curve="P256", opts=parent)
         request = tls.CertRequest(
             f"{name}-csr",

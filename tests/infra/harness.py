@@ -287,14 +287,16 @@ def run(
     overrides: dict[str, Any] | None = None,
     secret_config: dict[str, str] | None = None,
     previous_outputs: dict[str, Any] | None = None,
+    plan: Plan | None = None,
 ) -> Plan:
     """Run infra/__main__.py's program for `stack` and return what it registered.
-    `previous_outputs`: the stack's outputs from its last update (default: none yet)."""
+    `previous_outputs`: the stack's outputs from its last update (default: none yet);
+    `plan`: record into this one (to see what a failing run registered)."""
     from infra import __main__ as program
 
     # Other tests (asyncio.run) may have left this thread without an event loop.
     asyncio.set_event_loop(asyncio.new_event_loop())
-    plan = Plan(stack)
+    plan = plan if plan is not None else Plan(stack)
     mock = _Mocks(plan, previous_outputs)
     secret = {f"{PROJECT}:{k}": v for k, v in (secret_config or {}).items()}
     pulumi.runtime.set_all_config({**stack_config(stack, overrides), **secret}, list(secret))
@@ -318,15 +320,20 @@ def run(
 
 _REFUSAL = """
 import json, sys
+import pulumi
 from redisops.errors import ConfigError
 from tests.infra import harness
 stack, overrides, previous = json.loads(sys.argv[1])
+plan = harness.Plan(stack)
 try:
-    harness.run(stack, overrides, previous_outputs=previous)
-except ConfigError as exc:
-    print(json.dumps({"refused": str(exc)}))
+    harness.run(stack, overrides, previous_outputs=previous, plan=plan)
+except (ConfigError, pulumi.RunError) as exc:
+    refused = str(exc)
 else:
-    print(json.dumps({"refused": None}))
+    refused = None
+kinds = ("kubernetes:", "tls:")
+changed = sorted({r.type for r in plan.resources if r.custom and r.type.startswith(kinds)})
+print(json.dumps({"refused": refused, "registered": changed}))
 """
 
 
@@ -335,10 +342,11 @@ def refusal(
     overrides: dict[str, Any] | None = None,
     previous_outputs: dict[str, Any] | None = None,
 ) -> str | None:
-    """Run the program in a fresh interpreter; the ConfigError it fails with, or None.
-    A program that fails inside an apply (checks against the last rollout's outputs) leaves
-    Pulumi's runtime with registrations that never finish, so it cannot share a process
-    with the next run."""
+    """Run the program in a fresh interpreter; the error it fails with, or None. Asserts
+    that a refused run registered no Kubernetes object or certificate (it must change
+    nothing). A program that fails inside an apply (checks against the last rollout's
+    outputs) leaves Pulumi's runtime with registrations that never finish, so it cannot
+    share a process with the next run."""
     proc = subprocess.run(
         [sys.executable, "-c", _REFUSAL, json.dumps([stack, overrides, previous_outputs])],
         capture_output=True,
@@ -349,7 +357,10 @@ def refusal(
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith('{"refused"')]
     assert lines, f"the program crashed (exit {proc.returncode}): {proc.stderr[-2000:]}"
-    refused: str | None = json.loads(lines[-1])["refused"]
+    answer = json.loads(lines[-1])
+    refused: str | None = answer["refused"]
+    if refused is not None:
+        assert answer["registered"] == [], f"a refused rollout registered {answer['registered']}"
     return refused
 
 

@@ -124,3 +124,31 @@ def test_a_change_to_the_volume_claim_template_is_refused(change: dict[str, str]
     )
     assert message is not None and message.startswith(f"redis-platform:{key}: ")
     assert "every Redis pod at once" in message
+
+
+@pytest.mark.parametrize(
+    ("previous", "ack"),
+    [(None, "4x1"), ({"shards": 3, "replicas": 1}, "4x1"), ({"shards": 3, "replicas": 1}, "3x1")],
+)
+def test_an_acknowledgement_that_acknowledges_nothing_is_refused(
+    previous: dict[str, int] | None, ack: str
+) -> None:
+    # left in the stack file after its scale-in (or set by mistake), it would be ignored
+    message = harness.refusal(
+        "dev",
+        {"redis": redis_of("dev", acknowledgeScaleInFrom=ack)},
+        previous_outputs={"redisShape": previous} if previous else None,
+    )
+    assert message is not None
+    assert message.startswith("redis-platform:redis.acknowledgeScaleInFrom: ")
+    assert "remove it" in message
+
+
+def test_fewer_shards_with_more_pods_is_still_refused_clearly() -> None:
+    message = harness.refusal(
+        "dev",
+        {"redis": redis_of("dev", shards=3, replicas=2)},
+        previous_outputs={"redisShape": {"shards": 4, "replicas": 1}},
+    )
+    assert message is not None and message.startswith("redis-platform:redis.shards: ")
+    assert "fewer shards than the cluster" in message and "deletes ," not in message
