@@ -1,4 +1,5 @@
-"""Kubernetes CronJob schedules: read by croniter, and the longest gap between two runs.
+"""Kubernetes CronJob schedules: read as the CronJob controller reads them, and the longest
+gap between two runs.
 
 The longest gap decides how old the newest backup may be before the rollout gate and the
 freshness alert call it stale, so it must be the calendar's, not an approximation: a
@@ -6,6 +7,12 @@ monthly schedule waits 31 days after January's run, `0 0 29 * *` 59 days across 
 February, `0 0 29 2 *` four years. Cron's times of day are the same on every day it runs,
 so the gap is computed day by day (over 28 years, the cycle after which weekdays, month
 lengths and leap years repeat between 1901 and 2099) instead of run by run.
+
+Kubernetes validates and runs schedules with robfig/cron v3 (`cron.ParseStandard`); croniter
+(a kept library) expands the fields, and the rules where the two differ are robfig's:
+day of week 0-6 only (no 7), descriptors in lower case only, `@every <Go duration>`, and a
+day field counts as unrestricted ("*") when it is `*` or `?` with no step above 1 — so
+`*/1` in one day field makes the other decide alone, while `*/2` makes either one enough.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import itertools
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,9 +34,14 @@ _DAY_MINUTES = 24 * 60
 # so that the gap across the cycle's end is seen too.
 _SPAN_START = dt.date(2024, 1, 1)
 _SPAN_DAYS = (dt.date(2053, 1, 1) - _SPAN_START).days
-# croniter reads more than Kubernetes' CronJob controller (robfig/cron) does.
 _MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+_EVERY = "@every "
 _NOT_KUBERNETES = re.compile(r"[LW#]", re.IGNORECASE)
+# Go's time.ParseDuration units, in seconds
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1, "m": 60,
+             "h": 3600}  # fmt: skip
+_GO_DURATION = re.compile(r"((?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+")
+_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 
 
 @dataclass(frozen=True)
@@ -59,14 +72,32 @@ def _refuse(expression: str, problem: str) -> ValueError:
     )
 
 
+def _every_seconds(expression: str) -> int | None:
+    """`@every <Go duration>` in whole seconds (robfig: at least 1 s), or None."""
+    if not expression.startswith(_EVERY):
+        return None
+    text = expression[len(_EVERY) :].strip()
+    if not _GO_DURATION.fullmatch(text):
+        raise _refuse(
+            expression,
+            f"{text!r} is not a Go duration like 1h, 90m or 1h30m (units ns us ms s m h; no d)",
+        )
+    seconds = sum(float(n) * _GO_UNITS[unit] for n, unit in _GO_PART.findall(text))
+    return max(1, int(seconds))
+
+
 def _check_kubernetes_syntax(expression: str) -> None:
     """Refuse what croniter reads but Kubernetes' CronJob controller does not."""
     if "=" in expression:
         raise _refuse(expression, "TZ= prefixes are refused by Kubernetes; the CronJob's "
                       "timeZone (Etc/UTC) applies")  # fmt: skip
     if expression.startswith("@"):
-        if expression.lower() not in _MACROS:
-            raise _refuse(expression, f"Kubernetes knows only the macros {', '.join(_MACROS)}")
+        if expression not in _MACROS:
+            raise _refuse(
+                expression,
+                f"Kubernetes knows the descriptors {', '.join(_MACROS)} (lower case) and "
+                "@every <duration>",
+            )
         return
     fields = expression.split()
     if len(fields) != 5:
@@ -81,16 +112,29 @@ def _check_kubernetes_syntax(expression: str) -> None:
         names: dict[str, Any] = dict(croniter.ALPHACONV[index])
         for part in text.split(","):
             low, dash, high = part.split("/")[0].partition("-")
-            if not dash or not low or not high:
-                continue
-            values = [str(names.get(v.lower(), v)) for v in (low, high)]
-            if all(v.isdigit() for v in values):
+            values = [str(names.get(v.lower(), v)) for v in (low, high) if v]
+            if index == 4 and any(v.isdigit() and int(v) > 6 for v in values):
+                raise _refuse(
+                    expression,
+                    f"{part!r}: Kubernetes reads the day of week as 0-6 (Sunday is 0 or SUN), "
+                    "not 7",
+                )
+            if dash and len(values) == 2 and all(v.isdigit() for v in values):
                 start, end = (int(v) for v in values)
                 if start > end:
                     raise _refuse(
                         expression,
                         f"the range {part} in the {_FIELDS[index]} field runs backwards",
                     )
+
+
+def _unrestricted(text: str) -> bool:
+    """robfig's star bit: some part is `*` or `?` without a step above 1."""
+    for part in text.split(","):
+        head, _, step = part.partition("/")
+        if head in ("*", "?") and (not step or (step.isdigit() and int(step) <= 1)):
+            return True
+    return False
 
 
 def _which_field(expression: str) -> str:
@@ -117,7 +161,8 @@ def _values(field: Sequence[int | str], low: int, high: int) -> list[int]:
 
 @functools.cache
 def parse_cron(expression: str) -> CronSchedule:
-    """Read a CronJob schedule; ValueError names the expression and what is wrong."""
+    """Read a CronJob schedule (not @every); ValueError names the expression and what is
+    wrong."""
     expression = expression.strip()
     _check_kubernetes_syntax(expression)
     try:
@@ -125,6 +170,11 @@ def parse_cron(expression: str) -> CronSchedule:
     except (CroniterError, ValueError) as exc:
         raise _refuse(expression, _which_field(expression)) from exc
     minute, hour, dom, month, dow = expanded
+    fields = expression.split()
+    if len(fields) == 5:
+        day_or = not (_unrestricted(fields[2]) or _unrestricted(fields[4]))
+    else:  # the descriptors restrict at most one day field
+        day_or = False
     return CronSchedule(
         expression=expression,
         minutes=tuple(sorted(_values(minute, 0, 59))),
@@ -132,13 +182,17 @@ def parse_cron(expression: str) -> CronSchedule:
         days_of_month=frozenset(_values(dom, 1, 31)),
         months=frozenset(_values(month, 1, 12)),
         days_of_week=frozenset(v % 7 for v in _values(dow, 0, 6)),
-        day_or=dom != ["*"] and dow != ["*"],
+        day_or=day_or,
     )
 
 
 @functools.cache
 def max_cron_interval_minutes(expression: str) -> int:
-    """The longest time between two consecutive runs of the schedule, in minutes."""
+    """The longest time between two consecutive runs of the schedule, in minutes (rounded
+    up)."""
+    every = _every_seconds(expression.strip())
+    if every is not None:
+        return math.ceil(every / 60)
     schedule = parse_cron(expression)
     times = sorted(h * 60 + m for h in schedule.hours for m in schedule.minutes)
     longest = max((b - a for a, b in itertools.pairwise(times)), default=0)

@@ -1,7 +1,8 @@
 """The backup schedule's longest gap, which sets how old the newest backup may be before
 the rollout gate and the freshness alert complain. Each expected gap below was worked out
-by hand from the calendar; an independent oracle (croniter stepping run by run) checks the
-fast day-by-day computation on top."""
+by hand from the calendar (and, where robfig/cron — what Kubernetes runs CronJobs with —
+reads a field differently from croniter, by robfig's rules); an independent oracle
+(croniter stepping run by run) checks the fast day-by-day computation on top."""
 
 from __future__ import annotations
 
@@ -33,7 +34,6 @@ GAPS = [
     ("0 0,6,12,18 * * *", 6 * 60, ""),
     ("30 1,13 * * *", 12 * 60, ""),
     ("30 2 * * 0", 7 * DAY, "Sundays"),
-    ("0 0 * * 7", 7 * DAY, "7 is Sunday too"),
     ("0 0 * * MON", 7 * DAY, "day names"),
     ("0 0 * * sat,SUN", 6 * DAY, "Sunday to Saturday"),
     ("0 9-17 * * 1-5", 64 * 60, "Friday 17:00 to Monday 09:00"),
@@ -50,10 +50,22 @@ GAPS = [
     ("0 0 1 2 *", 366 * DAY, "February 1 to February 1 across February 29"),
     ("15 4 1-7 * 0", 7 * DAY, "both day fields restricted: either matches"),
     ("0 0 ? * *", DAY, "? means any, as in Kubernetes"),
+    ("0 0 */2 * 1", 2 * DAY, "a step above 1 restricts: odd days or Mondays"),
+]
+
+# Where robfig/cron and croniter disagree (croniter is no oracle for these).
+ROBFIG = [
+    ("0 0 */1 * 1", 7 * DAY, "*/1 is unrestricted for robfig: Mondays only"),
+    ("0 0 1 * */1", 31 * DAY, "*/1 in the day of week: the 1st only"),
+    ("@every 1h", 60, "robfig's interval descriptor"),
+    ("@every 90m", 90, ""),
+    ("@every 1h30m", 90, ""),
+    ("@every 2.5h", 150, ""),
+    ("@every 30s", 1, "rounded up to a minute"),
 ]
 
 
-@pytest.mark.parametrize(("expression", "minutes", "why"), GAPS)
+@pytest.mark.parametrize(("expression", "minutes", "why"), GAPS + ROBFIG)
 def test_longest_gap_is_the_calendars(expression: str, minutes: int, why: str) -> None:
     assert max_cron_interval_minutes(expression) == minutes, why
 
@@ -101,8 +113,13 @@ def test_short_schedules_agree_with_stepping_every_run(expression: str) -> None:
         ("0 0 15W * *", "Kubernetes"),
         ("0 0 * * 1#2", "Kubernetes"),
         ("@reboot", "Kubernetes"),
-        ("@every 1h", "Kubernetes"),
         ("TZ=Europe/Paris 0 3 * * *", "timeZone"),
+        ("0 0 * * 7", "0-6 (Sunday is 0 or SUN), not 7"),
+        ("0 0 * * 5-7", "not 7"),
+        ("0 0 * * 1,7", "not 7"),
+        ("@HOURLY", "lower case"),
+        ("@every 1d", "not a Go duration"),
+        ("@every", "lower case"),
         ("", "5 fields"),
     ],
 )
