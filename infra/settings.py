@@ -804,6 +804,14 @@ def inert_problems(settings: StackSettings) -> list[tuple[str, str]]:
                     "retention (on POST); remove it or enable the proxy",
                 )
             )
+        pools = gcp.gke.node_pools if gcp is not None else None
+        if pools is not None and "proxy" in pools.model_fields_set:
+            problems.append(
+                (
+                    "gcp.gke.nodePools.proxy",
+                    "has no effect with proxy.enabled false (no proxy pool is created); remove it",
+                )
+            )
         if "load_balancer_cidrs" in settings.network.model_fields_set:
             problems.append(
                 ("network.loadBalancerCidrs", "has no effect with proxy.enabled false; remove it")

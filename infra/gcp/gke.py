@@ -143,8 +143,9 @@ class GkeCluster(pulumi.ComponentResource):
         self.pools = {
             "system": self._pool(cloud, "system", pools.system, taint=None),
             "redis": self._pool(cloud, "redis", pools.redis, taint=REDIS_TAINT),
-            "proxy": self._pool(cloud, "proxy", pools.proxy, taint=None),
         }
+        if cloud.settings.proxy.enabled:  # no idle proxy nodes when there is no proxy
+            self.pools["proxy"] = self._pool(cloud, "proxy", pools.proxy, taint=None)
         self.kubeconfig = pulumi.Output.secret(
             pulumi.Output.all(
                 self.cluster.name,

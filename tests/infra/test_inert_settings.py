@@ -55,6 +55,12 @@ def error_of(stack: str, overrides: dict[str, Any]) -> str:
         ),
         (
             "dev",
+            {"proxy": {"enabled": False}, "streams": None},  # dev's pools name a proxy pool
+            "gcp.gke.nodePools.proxy",
+            "no proxy pool is created",
+        ),
+        (
+            "dev",
             {"proxy": {"enabled": False}},  # the stack's retention rules stay
             "streams.retention",
             "only the SSE proxy applies retention",
@@ -163,11 +169,20 @@ def test_a_setting_without_effect_is_refused_naming_what_it_needs(
     assert says in lines[0], lines[0]
 
 
-def test_a_disabled_proxy_or_backup_needs_none_of_its_settings() -> None:
-    settings = harness.settings(
-        "dev", {"proxy": {"enabled": False}, "streams": None, "backup": {"enabled": False}}
-    )
+def test_a_disabled_proxy_or_backup_needs_none_of_its_settings_and_gets_no_pool() -> None:
+    gcp = section("dev", "gcp")
+    del gcp["gke"]["nodePools"]["proxy"]
+    overrides = {
+        "proxy": {"enabled": False},
+        "streams": None,
+        "backup": {"enabled": False},
+        "gcp": gcp,
+    }
+    settings = harness.settings("dev", overrides)
     assert not settings.proxy.enabled and not settings.backup.enabled
+    plan = harness.run("dev", overrides)
+    pools = {r.name for r in plan.of_type("gcp:container/nodePool:NodePool")}
+    assert pools == {"pool-system", "pool-redis"}  # no idle proxy nodes
 
 
 def test_a_kubeconfig_secret_outside_an_existing_gke_cluster_is_refused() -> None:
