@@ -147,7 +147,7 @@ def idempotency_key(stream: str, key: str) -> str:
     """The name of the record of Idempotency-Key `key` on `stream`:
     `idempotency:{<slot tag>}:<stream>:<key>`.
 
-    The hash tag puts it in the stream's slot, so one script can check it and XADD
+    The hash tag puts it in the stream's slot, so one function can check it and XADD
     atomically. Keys hold no `:`, so the record names exactly one (stream, key) pair.
     """
     if not IDEMPOTENCY_KEY.match(key):
@@ -215,7 +215,8 @@ def role_specs(streams: Sequence[str] = DEFAULT_STREAMS) -> dict[str, RoleSpec]:
         ),
         RoleSpec(
             OPERATOR,
-            "redisops reconcile: form, heal and scale the cluster, reload ACLs",
+            "redisops reconcile: form, heal and scale the cluster, reload ACLs, load the "
+            "platform's function library",
             # MIGRATE (resharding by redis-cli --cluster) needs access to every key.
             keys=("~*",),
             channels=(),
@@ -232,6 +233,10 @@ def role_specs(streams: Sequence[str] = DEFAULT_STREAMS) -> dict[str, RoleSpec]:
                 "+dbsize",
                 "+acl|load",
                 "+acl|list",
+                # The platform's function library (redisops.functions), never FCALL, nor
+                # FUNCTION DELETE/FLUSH/RESTORE.
+                "+function|load",
+                "+function|list",
                 "+command",
             ),
         ),
@@ -294,15 +299,20 @@ def role_specs(streams: Sequence[str] = DEFAULT_STREAMS) -> dict[str, RoleSpec]:
             # nothing XADD ... MAXLEN 0 could not already do.
             commands=("-@all", "+xadd", "+xtrim", "+ping", *CLUSTER_CLIENT),
             selectors=(
-                # The proxy's exactly-once POST: one script checks the stream's
-                # idempotency record and XADDs. EVAL declares both keys, so it needs read
-                # and write on them; inside, the script can run only what the rules above
-                # and below allow (no read command on a stream).
+                # The proxy's exactly-once POST: one function (redisops.functions) checks
+                # the stream's idempotency record and XADDs. FCALL declares both keys, so
+                # it needs read and write on them; inside, the function can run only what
+                # the rules above and below allow (no read command on a stream). FCALL,
+                # never EVAL: a command without keys passes every selector's key check, so
+                # EVAL here would run any Lua at all; FCALL runs only loaded functions, and
+                # only the operator (reconcile) and admin may load one.
                 Selector(
                     keys=(*(f"~{p}" for p in served), *records),
-                    commands=("-@all", "+eval", "+evalsha"),
+                    commands=("-@all", "+fcall"),
                 ),
-                # Reading and writing the records themselves, and nothing else with GET/SET.
+                # The function's GET and SET of the records run with the publisher's rights
+                # (Redis has no rights of a function's own): on records only, since SET on
+                # a stream would replace it.
                 Selector(keys=records, commands=("-@all", "+get", "+set")),
             ),
         ),

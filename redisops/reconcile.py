@@ -1,4 +1,5 @@
-"""Form, heal and scale the cluster, push ACLs, reload TLS, and report drift.
+"""Form, heal and scale the cluster, push ACLs and the function library, reload TLS, and
+report drift.
 
 `reconcile` decides *what* should change from the desired topology and what the nodes
 report; `redis-cli --cluster` does slot migration. Run twice, the second run changes
@@ -18,7 +19,7 @@ from typing import Literal
 import redis
 from pydantic import BaseModel
 
-from redisops import rediscli
+from redisops import functions, rediscli
 from redisops.acl import diff_acl
 from redisops.client import Credentials, Endpoint, TlsClient, connect, served_certificate
 from redisops.cluster import (
@@ -267,6 +268,8 @@ class Reconciler:
                 observations = self._wait_converged()
             else:
                 observations = self.observe()
+            # Last: the primaries are known only once the topology has settled.
+            self._sync_functions(observations)
             self.findings.extend(assess(self.desired, observations))
         finally:
             self.close()
@@ -659,6 +662,47 @@ class Reconciler:
         self._clients.pop(ep, None)
         return diff_acl(text, [str(x) for x in self._client(ep).execute_command("ACL", "LIST")])
 
+    # ---- the function library ---------------------------------------------------
+
+    def _sync_functions(self, observations: Sequence[Observation]) -> None:
+        """Load the platform's function library on every primary where it is missing or
+        different; replicas get it through replication."""
+        for obs in observations:
+            if obs.view is None or not obs.view.myself.is_primary:
+                continue
+            ep = obs.desired.endpoint
+            client = self._client(ep)
+            try:
+                listing = client.execute_command("FUNCTION", "LIST", "WITHCODE")
+                loaded = functions.libraries(listing)
+            except redis.ResponseError as exc:
+                self.findings.append(_function_refused(ep, "FUNCTION LIST", exc))
+                continue
+            for name in sorted(set(loaded) - {functions.LIBRARY}):
+                self.findings.append(
+                    Finding(
+                        code="unexpected_function_library",
+                        severity="warning",
+                        node=str(ep),
+                        message=f"function library {name} is loaded; the publisher may FCALL "
+                        "any loaded function",
+                        fix=f"FUNCTION DELETE {name} as admin, unless it was loaded on purpose",
+                    )
+                )
+            code = loaded.get(functions.LIBRARY)
+            if code == functions.CODE:
+                continue
+            state = "missing" if code is None else "different"
+            if not self._act(
+                "function_load", f"load function library {functions.LIBRARY} on {ep} ({state})", ep
+            ):
+                self.findings.append(_function_finding(ep, missing=code is None))
+                continue
+            try:
+                client.execute_command("FUNCTION", "LOAD", "REPLACE", functions.CODE)
+            except redis.ResponseError as exc:
+                self.findings.append(_function_refused(ep, "FUNCTION LOAD", exc))
+
     def _reload_tls(self, observations: Sequence[Observation]) -> None:
         if self.options.admin is None:
             raise ConfigError(
@@ -750,6 +794,37 @@ class Reconciler:
 
         # If it does not converge in time, assess() says what is left: no exception.
         return self._wait("the cluster to converge", converged, must=False)
+
+
+def _function_finding(ep: Endpoint, missing: bool) -> Finding:
+    """What a primary without the current library means (a dry run leaves it so)."""
+    if missing:
+        return Finding(
+            code="function_missing",
+            severity="error",
+            node=str(ep),
+            message=f"function library {functions.LIBRARY} is not loaded: POSTs with an "
+            "Idempotency-Key to streams of this shard get 503",
+            fix="run `redisops reconcile`",
+        )
+    return Finding(
+        code="function_outdated",
+        severity="warning",
+        node=str(ep),
+        message=f"function library {functions.LIBRARY} differs from this version's",
+        fix="run `redisops reconcile`",
+    )
+
+
+def _function_refused(ep: Endpoint, command: str, exc: redis.ResponseError) -> Finding:
+    return Finding(
+        code="function_load_failed",
+        severity="error",
+        node=str(ep),
+        message=f"{command} refused: {exc}",
+        fix="the operator role needs +function|load +function|list (a mounted ACL file "
+        "takes up to a minute to update); run reconcile again",
+    )
 
 
 def _der(pem: str) -> bytes:

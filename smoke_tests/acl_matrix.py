@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from redisops import acl
+from redisops import acl, functions
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,9 @@ PROBE_IDEMPOTENCY_KEY = "acl-probe"
 # The record of a stream outside every pattern: the publisher may not touch it either.
 OUTSIDE_RECORD = "idempotency:{acl-probe:outside}:acl-probe:outside:acl-probe"
 NO_SCRIPT = "0" * 40  # an EVALSHA digest; DRYRUN checks rights, not whether it is loaded
+# A script that asks to run past maxmemory (with noeviction: until the node is OOM-killed).
+ALLOW_OOM = "#!lua flags=allow-oom\nreturn 1"
+PUBLISH_ONCE = functions.PUBLISH_ONCE
 
 
 def _allow(role: str, how: Literal["run", "dryrun"], *command: str) -> Probe:
@@ -77,6 +80,17 @@ ADMIN_ONLY: tuple[tuple[str, ...], ...] = (
     ("MODULE", "LIST"),
     ("KEYS", "*"),
     ("MONITOR",),
+    # Lua of one's own: a busy loop freezes a shard, allow-oom writes past maxmemory,
+    # redis.log forges log lines. The platform's Lua is one library that reconcile loads.
+    ("EVAL", "return 1", "0"),
+    ("EVAL", ALLOW_OOM, "0"),
+    ("EVALSHA", NO_SCRIPT, "0"),
+    ("EVAL_RO", "return 1", "0"),
+    ("SCRIPT", "LOAD", "return 1"),
+    ("SCRIPT", "FLUSH"),
+    ("FUNCTION", "DELETE", functions.LIBRARY),
+    ("FUNCTION", "FLUSH"),
+    ("FUNCTION", "RESTORE", "x"),
 )
 
 NON_ADMIN = tuple(r for r in acl.ROLES if r != acl.ADMIN)
@@ -95,6 +109,11 @@ PROBES: tuple[Probe, ...] = (
     _allow(acl.OPERATOR, "dryrun", "CLUSTER", "ADDSLOTS", "1"),
     _allow(acl.OPERATOR, "dryrun", "ACL", "LOAD"),
     _allow(acl.OPERATOR, "dryrun", "MIGRATE", "127.0.0.1", "1", "", "0", "1000", "KEYS", "k"),
+    # operator: loads the platform's function library (reconcile), runs no function
+    _allow(acl.OPERATOR, "dryrun", "FUNCTION", "LOAD", "REPLACE", functions.CODE),
+    _allow(acl.OPERATOR, "run", "FUNCTION", "LIST", "LIBRARYNAME", functions.LIBRARY),
+    _deny(acl.OPERATOR, "dryrun", "FCALL", PUBLISH_ONCE, "2", "{stream}", "{record}"),
+    _deny(acl.OPERATOR, "dryrun", "FUNCTION", "KILL"),
     _deny(acl.OPERATOR, "run", "GET", "{outside}"),
     _deny(acl.OPERATOR, "run", "XRANGE", "{stream}", "-", "+", "COUNT", "1"),
     _deny(acl.OPERATOR, "dryrun", "SET", "{outside}", "x"),
@@ -147,9 +166,8 @@ PROBES: tuple[Probe, ...] = (
     _allow(acl.PUBLISHER, "dryrun", "XADD", "smoke:sse:probe", "*", "a", "b"),
     _deny(acl.PUBLISHER, "dryrun", "XADD", "smoke:other", "*", "a", "b"),
     _deny(acl.PUBLISHER, "dryrun", "XDEL", "{stream}", "0-1"),
-    # publisher: the SSE proxy's exactly-once POST (one script: check the record, XADD)
-    _allow(acl.PUBLISHER, "dryrun", "EVALSHA", NO_SCRIPT, "2", "{stream}", "{record}", "a"),
-    _allow(acl.PUBLISHER, "dryrun", "EVAL", "return 1", "2", "{stream}", "{record}"),
+    # publisher: the SSE proxy's exactly-once POST (one function: check the record, XADD)
+    _allow(acl.PUBLISHER, "dryrun", "FCALL", PUBLISH_ONCE, "2", "{stream}", "{record}", "60"),
     _allow(acl.PUBLISHER, "run", "GET", "{record}"),
     _allow(acl.PUBLISHER, "dryrun", "SET", "{record}", "x", "EX", "60"),
     _deny(acl.PUBLISHER, "dryrun", "SET", "{stream}", "x"),
@@ -158,11 +176,14 @@ PROBES: tuple[Probe, ...] = (
     _deny(acl.PUBLISHER, "dryrun", "XADD", "{record}", "*", "a", "b"),
     _deny(acl.PUBLISHER, "dryrun", "SET", OUTSIDE_RECORD, "x"),
     _deny(acl.PUBLISHER, "dryrun", "SET", "{outside}", "x", "EX", "60"),
-    _deny(acl.PUBLISHER, "dryrun", "EVAL", "return 1", "1", "{outside}"),
-    _deny(acl.PUBLISHER, "dryrun", "EVALSHA", NO_SCRIPT, "2", "{stream}", "{outside}"),
-    _deny(acl.PUBLISHER, "dryrun", "SCRIPT", "LOAD", "return 1"),
-    _deny(acl.PUBLISHER, "dryrun", "SCRIPT", "FLUSH"),
-    _deny(acl.PUBLISHER, "dryrun", "FCALL", "f", "1", "{stream}"),
+    _deny(acl.PUBLISHER, "dryrun", "FCALL", PUBLISH_ONCE, "2", "{stream}", "{outside}"),
+    _deny(acl.PUBLISHER, "dryrun", "FCALL", PUBLISH_ONCE, "2", "{outside}", OUTSIDE_RECORD),
+    _deny(acl.PUBLISHER, "dryrun", "FCALL_RO", PUBLISH_ONCE, "0"),
+    _deny(acl.PUBLISHER, "dryrun", "EVAL", "return 1", "2", "{stream}", "{record}"),
+    _deny(acl.PUBLISHER, "dryrun", "EVALSHA", NO_SCRIPT, "2", "{stream}", "{record}"),
+    _deny(acl.PUBLISHER, "dryrun", "FUNCTION", "LOAD", functions.CODE),
+    _deny(acl.PUBLISHER, "dryrun", "FUNCTION", "LIST"),
+    _deny(acl.PUBLISHER, "dryrun", "SCRIPT", "KILL"),
     # reader: read its streams, write nothing
     _allow(acl.READER, "run", "XRANGE", "{stream}", "-", "+", "COUNT", "1"),
     _allow(acl.READER, "run", "XREVRANGE", "{stream}", "+", "-", "COUNT", "1"),
@@ -181,6 +202,7 @@ PROBES: tuple[Probe, ...] = (
     _deny(acl.READER, "run", "GET", "smoke:sse:probe"),
     _deny(acl.READER, "run", "GET", "{record}"),
     _deny(acl.READER, "dryrun", "EVAL", "return 1", "1", "{stream}"),
+    _deny(acl.READER, "dryrun", "FCALL", PUBLISH_ONCE, "0"),
     # smoke: its own keys and what the checks need
     _allow(acl.SMOKE, "run", "SET", "{smoke}", "probe"),
     _allow(acl.SMOKE, "run", "GET", "{smoke}"),
@@ -191,6 +213,8 @@ PROBES: tuple[Probe, ...] = (
     _deny(acl.SMOKE, "dryrun", "XADD", "{stream}", "*", "a", "b"),
     _deny(acl.SMOKE, "dryrun", "CLUSTER", "RESET"),
     _deny(acl.SMOKE, "run", "GET", "{record}"),
+    _deny(acl.SMOKE, "dryrun", "FCALL", PUBLISH_ONCE, "0"),
+    _deny(acl.SMOKE, "dryrun", "FUNCTION", "LOAD", functions.CODE),
     _deny(acl.SMOKE, "dryrun", "CLUSTER", "FORGET", "0" * 40),
 )
 

@@ -28,7 +28,7 @@ from starlette.routing import Route
 
 from sse_proxy import idempotency, metrics, sse
 from sse_proxy.auth import Authenticator, AuthError, Principal, error_body
-from sse_proxy.backend import REDIS_FAILURES, Backend, OutcomeUnknown
+from sse_proxy.backend import REDIS_FAILURES, Backend, FunctionMissing, OutcomeUnknown
 from sse_proxy.hub import Hub, Join, StreamReader, Subscriber
 from sse_proxy.settings import ProxySettings
 from sse_proxy.sse import EntryId, parse_entry_id
@@ -423,6 +423,16 @@ def build_app(settings: ProxySettings) -> Starlette:
             return exc.response()
         except idempotency.KeyReused as exc:
             return HttpError(422, "idempotency_key_reused", str(exc)).response()
+        except FunctionMissing as exc:
+            metrics.REDIS_ERRORS.labels("publish").inc()
+            logger.error("POST to %s: %s", stream, exc)
+            return HttpError(
+                503,
+                "publish_function_missing",
+                "the entry was not added: the publish function is not loaded on the stream's "
+                "shard: run `redisops reconcile`",
+                {"Retry-After": "30"},
+            ).response()
         except OutcomeUnknown as exc:
             metrics.REDIS_ERRORS.labels("publish").inc()
             return _outcome_unknown(exc, claim).response()

@@ -7,8 +7,9 @@
 
 Reads are retried across a failover. Writes are sent again only when that cannot append
 twice: when Redis refused the command or it never left the proxy, or when it is the
-idempotent script of a POST with an Idempotency-Key (`sse_proxy.idempotency`). Otherwise a
-write whose reply was lost is reported as `OutcomeUnknown`, never silently repeated.
+idempotent publish function of a POST with an Idempotency-Key (`sse_proxy.idempotency`).
+Otherwise a write whose reply was lost is reported as `OutcomeUnknown`, never silently
+repeated.
 
 Runs against Redis Cluster over TLS (the roles from `redisops.acl`) or a single `redis://`
 node for development.
@@ -29,6 +30,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
+from redisops import functions
 from redisops.errors import ConfigError
 from sse_proxy import idempotency
 from sse_proxy.idempotency import Claim, Published
@@ -65,6 +67,11 @@ T = TypeVar("T")
 
 class OutcomeUnknown(Exception):
     """A write was sent and its reply lost: it may or may not have been applied."""
+
+
+class FunctionMissing(Exception):
+    """The stream's primary has no publish function: nobody ran `redisops reconcile` on
+    this cluster (or since this shard's node joined)."""
 
 
 def never_applied(exc: BaseException) -> bool:
@@ -294,8 +301,8 @@ class Backend:
         if claim is None:
             entry_id = await self._write(lambda: self._xadd(stream, fields, maxlen, minid))
             return Published(entry_id, created=True)
-        args = idempotency.script_args(claim, fields, maxlen, minid)
-        reply = await self._write(lambda: self._script(args), idempotent=True)
+        args = idempotency.fcall_args(claim, fields, maxlen, minid)
+        reply = await self._write(lambda: self._fcall(stream, args), idempotent=True)
         return idempotency.outcome(reply, claim)
 
     async def _xadd(
@@ -315,12 +322,23 @@ class Backend:
                 logger.warning("trimming %s by age failed (next POST trims): %s", stream, exc)
         return str(entry_id)
 
-    async def _script(self, args: list[Any]) -> Any:
+    async def _fcall(self, stream: str, args: list[Any]) -> Any:
         try:
-            return await self.publisher.execute_command("EVALSHA", idempotency.SCRIPT_SHA, *args)
-        except redis.exceptions.NoScriptError:
-            # Not in this node's script cache (a restart, a failover): EVAL loads it.
-            return await self.publisher.execute_command("EVAL", idempotency.SCRIPT, *args)
+            return await self.publisher.execute_command("FCALL", *args)
+        except redis.exceptions.ResponseError as exc:
+            if "function not found" not in str(exc).lower():
+                raise
+            if self.settings.redis_mode == "single":
+                # Development: no reconcile runs against a single node. The FCALL applied
+                # nothing, so load the library and call again.
+                logger.info("loading function library %s into the node", functions.LIBRARY)
+                await self.publisher.execute_command("FUNCTION", "LOAD", "REPLACE", functions.CODE)
+                return await self.publisher.execute_command("FCALL", *args)
+            # Never a script of the proxy's own instead: the publisher may not EVAL.
+            raise FunctionMissing(
+                f"the publish function {functions.PUBLISH_ONCE} is not loaded on the shard "
+                f"of {stream}: run `redisops reconcile`"
+            ) from exc
 
     async def _write(self, send: Callable[[], Awaitable[T]], idempotent: bool = False) -> T:
         """Send a write, again after failures that cannot have applied it, and, when

@@ -1,12 +1,13 @@
-"""Exactly-once publishing: the `Idempotency-Key` header and the script that checks its
-record and appends the entry in one atomic step.
+"""Exactly-once publishing: the `Idempotency-Key` header, and the call of the publish
+function that checks its record and appends the entry in one atomic step.
 
 A POST with `Idempotency-Key: <key>` leaves a record next to the stream (same cluster
 slot, `redisops.acl.idempotency_key`) holding the new entry's id, a fingerprint of the
 event and the request's nonce; it expires after the proxy's `idempotency_window_s`. A
 repeat within the window finds the record and gets the first id back instead of a second
-entry. Because the check and the XADD are one script, the proxy may send it again after
-a lost reply: at most one of the attempts appends.
+entry. Because the check and the XADD are one function (`redisops.functions`, loaded by
+`redisops reconcile`), the proxy may call it again after a lost reply: at most one of the
+attempts appends.
 """
 
 from __future__ import annotations
@@ -18,46 +19,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from redisops import functions
 from redisops.acl import IDEMPOTENCY_KEY, idempotency_key
 
 HEADER = "Idempotency-Key"
-# The script passes the fields to XADD through Lua's unpack(), which takes ~8000 values.
+# The function passes the fields to XADD through Lua's unpack(), which takes ~8000 values.
 MAX_FIELDS = 2000
-
-# KEYS[1] the stream, KEYS[2] its idempotency record.
-# ARGV[1] the record's lifetime (s), ARGV[2] "<fingerprint> <nonce>", ARGV[3] MAXLEN or '',
-# ARGV[4] MINID or '', ARGV[5...] field, value, field, value, ...
-# Returns {1, id} for a new entry, {0, record} when the key was used before.
-SCRIPT = """
-local record = redis.call('GET', KEYS[2])
-if record then
-  return {0, record}
-end
-local xadd = {'XADD', KEYS[1]}
-if ARGV[3] ~= '' then
-  xadd[#xadd + 1] = 'MAXLEN'; xadd[#xadd + 1] = '~'; xadd[#xadd + 1] = ARGV[3]
-elseif ARGV[4] ~= '' then
-  xadd[#xadd + 1] = 'MINID'; xadd[#xadd + 1] = '~'; xadd[#xadd + 1] = ARGV[4]
-end
-xadd[#xadd + 1] = '*'
-for i = 5, #ARGV do
-  xadd[#xadd + 1] = ARGV[i]
-end
--- Every right first: a write refused after the XADD would leave an entry with no record.
-if not (redis.acl_check_cmd('XADD', KEYS[1], '*', 'f', 'v')
-    and redis.acl_check_cmd('XTRIM', KEYS[1], 'MINID', '~', '0-1')
-    and redis.acl_check_cmd('SET', KEYS[2], 'v', 'EX', '1')) then
-  return redis.error_reply('NOPERM the user may not XADD to ' .. KEYS[1] ..
-    ' or write its idempotency record ' .. KEYS[2])
-end
-local id = redis.call(unpack(xadd))
-if ARGV[3] ~= '' and ARGV[4] ~= '' then
-  redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[4])
-end
-redis.call('SET', KEYS[2], id .. ' ' .. ARGV[2], 'EX', ARGV[1])
-return {1, id}
-"""
-SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()  # noqa: S324 (Redis names scripts so)
 
 
 class BadKey(ValueError):
@@ -139,12 +106,13 @@ def claim(stream: str, key: str, fields: dict[str, str], window_s: int) -> Claim
     )
 
 
-def script_args(
+def fcall_args(
     claim: Claim, fields: dict[str, str], maxlen: int | None, minid: str | None
 ) -> list[Any]:
-    """KEYS and ARGV of SCRIPT, after the script (or its SHA): numkeys first."""
+    """What follows FCALL: the function, its KEYS (numkeys first) and ARGV."""
     flat = [item for pair in fields.items() for item in pair]
     return [
+        functions.PUBLISH_ONCE,
         2,
         claim.stream,
         claim.record,
@@ -157,7 +125,7 @@ def script_args(
 
 
 def outcome(reply: Any, claim: Claim) -> Published:
-    """What SCRIPT's reply means for this request."""
+    """What the publish function's reply means for this request."""
     created, value = int(reply[0]), str(reply[1])
     if created:
         return Published(value, created=True)

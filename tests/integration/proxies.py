@@ -16,9 +16,10 @@ from typing import Any
 
 import httpx
 import redis
+from redis.crc import key_slot
 
 from redisops import acl
-from redisops.client import Endpoint, connect_cluster
+from redisops.client import Endpoint, connect, connect_cluster
 from redisops.local.settings import HOST
 from redisops.local.twin import Twin
 from redisops.tokens import mint
@@ -131,3 +132,26 @@ def admin(twin: Twin) -> redis.RedisCluster:
     return connect_cluster(
         [Endpoint(host=HOST, port=port)], twin.client_tls(acl.ADMIN), twin.credentials(acl.ADMIN)
     )
+
+
+def node_admin(twin: Twin, port: int, timeout: float = 10.0) -> redis.Redis:
+    """An admin connection to one node (no redirects followed)."""
+    return connect(
+        Endpoint(host=HOST, port=port),
+        twin.client_tls(acl.ADMIN),
+        twin.credentials(acl.ADMIN),
+        timeout=timeout,
+    )
+
+
+def shard_of(twin: Twin, stream: str) -> tuple[int, int]:
+    """(primary port, replica port) of the shard holding `stream`."""
+    slot = key_slot(stream.encode())
+    nodes = twin.status()["nodes"]
+    primary = next(
+        n
+        for n in nodes
+        if n["role"] == "primary" and any(lo <= slot <= hi for lo, hi in n["slots"])
+    )
+    replica = next(n for n in nodes if n["primary_id"] == primary["node_id"])
+    return primary["port"], replica["port"]

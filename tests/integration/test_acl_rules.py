@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
-from redisops import acl
+from redisops import acl, functions
 from smoke_tests.acl_matrix import OUTSIDE_KEY, PROBES, SMOKE_KEY, Probe, concrete_stream
 from tests.conftest import requires_redis
 from tests.integration.servers import plain_client, standalone_redis
@@ -62,8 +63,23 @@ def test_every_rendered_rule_loads_and_acl_list_matches_the_file(tmp_path: Path)
         (acl.PUBLISHER, "(~idempotency:* +get +set +del)"),
         (acl.PUBLISHER, "~idempotency:*"),  # XADD into records
         (acl.PUBLISHER, "+script|load"),
+        # Lua of its own, however granted: the hole EVAL in a selector opened.
+        (acl.PUBLISHER, "+eval"),
+        (acl.PUBLISHER, "+evalsha"),
+        (acl.PUBLISHER, "+@scripting"),
+        (acl.PUBLISHER, "(~agent_updates ~idempotency:* +eval +evalsha)"),
+        (acl.PUBLISHER, "+function|load"),
+        (acl.PUBLISHER, "+function"),
+        (acl.PUBLISHER, "+fcall_ro"),
+        (acl.PUBLISHER, "(~* +fcall)"),  # the function on any key
+        (acl.OPERATOR, "+function"),  # DELETE, FLUSH, RESTORE
+        (acl.OPERATOR, "+fcall"),
+        (acl.OPERATOR, "+eval"),
         (acl.READER, "(~idempotency:* +get)"),
+        (acl.READER, "+fcall"),
         (acl.SMOKE, "~*"),
+        (acl.SMOKE, "+function|load"),
+        (acl.MONITORING, "+script"),
     ],
 )
 def test_the_matrix_catches_a_role_with_too_many_rights(
@@ -101,24 +117,49 @@ def test_probe_labels_are_unique() -> None:
     assert isinstance(PROBES[0], Probe)
 
 
+def load_library(port: int) -> None:
+    """Load the platform's library as reconcile does: as the operator."""
+    operator = plain_client(port, acl.OPERATOR, PASSWORDS[acl.OPERATOR])
+    try:
+        assert operator.execute_command("FUNCTION", "LOAD", "REPLACE", functions.CODE) == (
+            functions.LIBRARY
+        )
+        listed = operator.execute_command("FUNCTION", "LIST", "WITHCODE")
+        assert functions.libraries(listed) == {functions.LIBRARY: functions.CODE}
+        for command in (("FUNCTION", "DELETE", functions.LIBRARY), ("FUNCTION", "FLUSH")):
+            with pytest.raises(redis.ResponseError, match="no permissions"):
+                operator.execute_command(*command)
+        with pytest.raises(redis.ResponseError, match="no permissions"):
+            operator.execute_command("FCALL", functions.PUBLISH_ONCE, 0)
+    finally:
+        operator.close()
+
+
+def publish_once(client: redis.Redis, stream: str, key: str, *fields: str) -> object:
+    record = acl.idempotency_key(stream, key)
+    return client.execute_command(
+        "FCALL", functions.PUBLISH_ONCE, 2, stream, record, 60, "fp nonce", "", "", *fields
+    )
+
+
 def test_the_publisher_touches_its_idempotency_records_and_no_other_key(tmp_path: Path) -> None:
     """Real commands, not dry runs: what the proxy's exactly-once POST does, and what a
-    publisher must still not do, scripts included."""
+    publisher must still not do."""
     requires_redis()
     (tmp_path / "users.acl").write_text(render())
     stream = "agent_updates"
     record = acl.idempotency_key(stream, "k-1")
     with standalone_redis(tmp_path / "srv", "--aclfile", str(tmp_path / "users.acl")) as port:
+        load_library(port)
         publisher = plain_client(port, acl.PUBLISHER, PASSWORDS[acl.PUBLISHER])
         try:
             assert publisher.set(record, "1-0 fp nonce", ex=60) is True
             assert publisher.get(record) == "1-0 fp nonce"
-            script = (
-                "local id = redis.call('XADD', KEYS[1], '*', 'a', 'b') "
-                "redis.call('SET', KEYS[2], id, 'EX', 60) return id"
-            )
-            entry = publisher.eval(script, 2, stream, acl.idempotency_key(stream, "k-2"))
-            assert publisher.get(acl.idempotency_key(stream, "k-2")) == entry
+            reply: Any = publish_once(publisher, stream, "k-2", "a", "b")
+            created, entry = reply
+            assert created == 1
+            assert publisher.get(acl.idempotency_key(stream, "k-2")) == f"{entry} fp nonce"
+            assert publish_once(publisher, stream, "k-2", "a", "b") == [0, f"{entry} fp nonce"]
             refused: list[Callable[[], object]] = [
                 lambda: publisher.get(OUTSIDE_KEY),
                 lambda: publisher.set(OUTSIDE_KEY, "x", ex=60),
@@ -126,10 +167,11 @@ def test_the_publisher_touches_its_idempotency_records_and_no_other_key(tmp_path
                 lambda: publisher.get(stream),
                 lambda: publisher.delete(record),
                 lambda: publisher.set(acl.idempotency_key("not_served", "k"), "x"),
-                lambda: publisher.eval("return 1", 1, OUTSIDE_KEY),
-                lambda: publisher.eval("return redis.call('SET', KEYS[1], 'x')", 1, stream),
-                lambda: publisher.eval("return redis.call('XRANGE', KEYS[1], '-', '+')", 1, stream),
-                lambda: publisher.eval("return redis.call('GET', 'acl-probe:outside')", 0),
+                # The function on keys it does not serve: refused before it runs.
+                lambda: publish_once(publisher, "not_served", "k", "a", "b"),
+                lambda: publisher.execute_command(
+                    "FCALL", functions.PUBLISH_ONCE, 2, stream, OUTSIDE_KEY, 60, "m", "", "", "a"
+                ),
             ]
             for command in refused:
                 with pytest.raises(redis.ResponseError, match=r"(?i)permission|can't"):
@@ -143,3 +185,62 @@ def test_the_publisher_touches_its_idempotency_records_and_no_other_key(tmp_path
             assert admin.exists(OUTSIDE_KEY) == 0
         finally:
             admin.close()
+
+
+def test_the_publisher_runs_the_publish_function_and_no_lua_of_its_own(tmp_path: Path) -> None:
+    """The review's findings, as real commands: a keyless EVAL passed every selector's key
+    check, so the publisher could freeze a shard, write past maxmemory and forge log
+    lines. Now it may call loaded functions only, and only reconcile loads one."""
+    requires_redis()
+    (tmp_path / "users.acl").write_text(render())
+    with standalone_redis(tmp_path / "srv", "--aclfile", str(tmp_path / "users.acl")) as port:
+        load_library(port)
+        admin = plain_client(port, acl.ADMIN, PASSWORDS[acl.ADMIN])
+        publisher = plain_client(port, acl.PUBLISHER, PASSWORDS[acl.PUBLISHER])
+        try:
+            loaded_sha = str(admin.script_load("return 1"))  # EVALSHA of a cached script
+            no_permission: list[tuple[object, ...]] = [
+                ("EVAL", "return 1", 0),
+                ("EVAL", "while true do end", 0),
+                ("EVAL", "#!lua flags=allow-oom\nreturn redis.call('PING')", 0),
+                ("EVAL", "redis.log(redis.LOG_WARNING, 'FORGED by the publisher')", 0),
+                ("EVAL", "return 1", 2, "agent_updates", acl.idempotency_key("agent_updates", "k")),
+                ("EVALSHA", loaded_sha, 0),
+                ("EVAL_RO", "return 1", 0),
+                ("SCRIPT", "LOAD", "return 1"),
+                ("SCRIPT", "FLUSH"),
+                ("SCRIPT", "KILL"),
+                ("FUNCTION", "LOAD", "#!lua name=evil\nredis.register_function('evil', "
+                 "function() while true do end end)"),
+                ("FUNCTION", "LOAD", "REPLACE", functions.CODE),
+                ("FUNCTION", "DELETE", functions.LIBRARY),
+                ("FUNCTION", "FLUSH"),
+                ("FUNCTION", "LIST"),
+                ("FCALL_RO", functions.PUBLISH_ONCE, 0),
+            ]  # fmt: skip
+            for command in no_permission:
+                with pytest.raises(redis.ResponseError, match="no permissions"):
+                    publisher.execute_command(*command)
+            # FCALL with no keys passes every key check: it can reach only loaded
+            # functions, and there is one.
+            with pytest.raises(redis.ResponseError, match="Function not found"):
+                publisher.execute_command("FCALL", "evil", 0)
+            with pytest.raises(redis.ResponseError, match="Function not found"):
+                publisher.execute_command("FCALL", "redis.log", 0)
+            listed = admin.execute_command("FUNCTION", "LIST", "WITHCODE")
+            assert functions.libraries(listed) == {functions.LIBRARY: functions.CODE}
+            # Over maxmemory (noeviction) the function is refused like XADD: it has no
+            # allow-oom flag.
+            admin.config_set("maxmemory", "1")
+            try:
+                with pytest.raises(redis.exceptions.OutOfMemoryError, match="maxmemory"):
+                    publish_once(publisher, "agent_updates", "oom", "a", "b")
+                with pytest.raises(redis.exceptions.OutOfMemoryError, match="maxmemory"):
+                    publisher.xadd("agent_updates", {"a": "b"})
+            finally:
+                admin.config_set("maxmemory", "0")
+            assert admin.exists("agent_updates") == 0
+        finally:
+            publisher.close()
+            admin.close()
+    assert "FORGED" not in (tmp_path / "srv" / "redis.log").read_text()

@@ -15,9 +15,17 @@ from typing import Any
 import httpx
 import pytest
 
+from redisops import functions
 from redisops.local.twin import Twin
 from smoke_tests.sse_client import Parser, Subscription
-from tests.integration.proxies import ProxyProcess, admin, publisher, running_proxy
+from tests.integration.proxies import (
+    ProxyProcess,
+    admin,
+    node_admin,
+    publisher,
+    running_proxy,
+    shard_of,
+)
 
 
 @pytest.fixture(scope="module")
@@ -409,6 +417,34 @@ def test_an_idempotency_key_expires_after_the_window(session_twin: Twin, tmp_pat
     assert again.status_code == 201
     assert again.json()["id"] != first.json()["id"]
     assert len(entries_of(session_twin, stream)) == 2
+
+
+def test_a_keyed_post_where_the_publish_function_is_missing_is_a_503_naming_reconcile(
+    proxy: ProxyProcess, session_twin: Twin
+) -> None:
+    """A cluster nobody reconciled has no publish function: the proxy says so and never
+    falls back to a script of its own (the publisher may not run one)."""
+    stream = stream_name()
+    primary, _ = shard_of(session_twin, stream)
+    client = node_admin(session_twin, primary)
+    try:
+        client.execute_command("FUNCTION", "DELETE", functions.LIBRARY)
+        keyed = post(proxy, stream, {"n": "1"}, uuid.uuid4().hex)
+        assert keyed.status_code == 503, keyed.text
+        body = keyed.json()
+        assert body["reason"] == "publish_function_missing"
+        assert "redisops reconcile" in body["detail"]
+        assert "127.0.0.1" not in keyed.text and str(primary) not in keyed.text
+        assert entries_of(session_twin, stream) == []
+        keyless = post(proxy, stream, {"n": "2"})  # a plain XADD needs no function
+        assert keyless.status_code == 201, keyless.text
+    finally:
+        client.close()
+        session_twin.up()  # reconcile loads it again
+    again = post(proxy, stream, {"n": "3"}, uuid.uuid4().hex)
+    assert again.status_code == 201, again.text
+    assert [f["n"] for _, f in entries_of(session_twin, stream)] == ["2", "3"]
+    assert "publish function" in proxy.log_text()  # the operator learns which shard
 
 
 # ---- refusing ----------------------------------------------------------------------

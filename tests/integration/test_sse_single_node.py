@@ -46,5 +46,14 @@ def test_a_single_redis_node_round_trips_events(tmp_path: Path) -> None:
                 assert sub.wait_for(lambda evs: any(e.id == posted for e in evs), 5)
                 time.sleep(0.1)
             assert [e.json() for e in sub.entries()] == [{"sender": "dev"}]
+            # No reconcile runs against a development node: the proxy loads the publish
+            # function itself the first time a keyed POST needs it.
+            events = f"{url}/v1/streams/agent_updates/events"
+            keyed = [
+                httpx.post(events, json={"sender": "dev"}, headers={"Idempotency-Key": "k-1"})
+                for _ in range(2)
+            ]
+            assert [r.status_code for r in keyed] == [201, 200], keyed[0].text
+            assert keyed[0].json()["id"] == keyed[1].json()["id"]
         finally:
             stop(proc)

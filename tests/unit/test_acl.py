@@ -200,11 +200,13 @@ def test_the_publisher_reaches_idempotency_records_only_through_its_selectors() 
         "~idempotency:{*}:audit:*:*",
         "~idempotency:{*}:smoke:sse:*:*",
     )
-    script, store = spec.selectors
-    # EVAL declares both keys, so it needs read and write on both (it runs nothing else).
-    assert script.keys == ("~events", "~audit:*", "~smoke:sse:*", *records)
-    assert script.commands == ("-@all", "+eval", "+evalsha")
-    # GET/SET only on records: SET on a stream would replace it.
+    call, store = spec.selectors
+    # FCALL declares both keys, so it needs read and write on both. It runs only functions
+    # that are loaded (reconcile loads one library); no EVAL, no EVALSHA, no SCRIPT.
+    assert call.keys == ("~events", "~audit:*", "~smoke:sse:*", *records)
+    assert call.commands == ("-@all", "+fcall")
+    # The function's own GET/SET run with the publisher's rights: on records only (SET on
+    # a stream would replace it).
     assert store.keys == records
     assert store.commands == ("-@all", "+get", "+set")
     line = next(x for x in rendered().splitlines() if x.startswith("user publisher "))
@@ -212,7 +214,7 @@ def test_the_publisher_reaches_idempotency_records_only_through_its_selectors() 
         "(~agent_updates ~agent_tasks ~standup:* ~smoke:sse:* "
         "~idempotency:{*}:agent_updates:* ~idempotency:{*}:agent_tasks:* "
         "~idempotency:{*}:standup:*:* ~idempotency:{*}:smoke:sse:*:* "
-        "resetchannels -@all +eval +evalsha) "
+        "resetchannels -@all +fcall) "
         "(~idempotency:{*}:agent_updates:* ~idempotency:{*}:agent_tasks:* "
         "~idempotency:{*}:standup:*:* ~idempotency:{*}:smoke:sse:*:* "
         "resetchannels -@all +get +set)"
@@ -222,12 +224,33 @@ def test_the_publisher_reaches_idempotency_records_only_through_its_selectors() 
             assert other.selectors == (), role
 
 
+OPERATOR_FUNCTION = ("+function|load", "+function|list")
+SCRIPTING = ("+eval", "+evalsha", "+eval_ro", "+evalsha_ro", "+script", "+@scripting")
+
+
+def test_no_role_but_admin_may_run_lua_of_its_own() -> None:
+    for role, spec in acl.role_specs().items():
+        if role == acl.ADMIN:
+            continue
+        rules = [*spec.commands, *(c for s in spec.selectors for c in s.commands)]
+        assert not [r for r in rules if r in SCRIPTING or r.startswith("+script|")], role
+        assert not [r for r in rules if r.startswith("+function") and r not in OPERATOR_FUNCTION]
+        assert not [r for r in rules if r.startswith("+fcall")] or role == acl.PUBLISHER, role
+
+
+def test_the_operator_loads_and_lists_functions_and_nothing_more() -> None:
+    commands = acl.role_specs()[acl.OPERATOR].commands
+    assert [c for c in commands if "function" in c or "fcall" in c] == list(OPERATOR_FUNCTION)
+    assert acl.role_specs()[acl.PUBLISHER].selectors[0].commands[-1:] == ("+fcall",)
+
+
 def test_diff_acl_compares_selectors_as_units() -> None:
     text = rendered()
     line = next(x for x in text.splitlines() if x.startswith("user publisher "))
-    reordered = line.replace("+eval +evalsha)", "+evalsha +eval)")
+    reordered = line.replace("-@all +get +set)", "+set -@all +get)")
+    assert reordered != line
     assert acl.diff_acl(text, [reordered if x == line else x for x in text.splitlines()]) == []
-    # +set moved from the records' selector into the script's: a different, wider rule.
-    moved = line.replace("+eval +evalsha)", "+eval +evalsha +set)").replace("+get +set)", "+get)")
+    # +set moved from the records' selector into FCALL's: a different, wider rule.
+    moved = line.replace("+fcall)", "+fcall +set)").replace("+get +set)", "+get)")
     problems = acl.diff_acl(text, [moved if x == line else x for x in text.splitlines()])
     assert problems == ["user publisher has different rules on the node"]

@@ -1,7 +1,8 @@
-"""Exactly-once publishing's pure parts: the header, the event fingerprint, the script's
-reply, which failures may have applied a write, and the window setting.
+"""Exactly-once publishing's pure parts: the header, the event fingerprint, the publish
+function's arguments and reply, which failures may have applied a write, and the window
+setting.
 
-The script itself runs against real Redis in tests/integration (test_sse_proxy.py,
+The function itself runs against real Redis in tests/integration (test_sse_proxy.py,
 test_sse_resilience.py)."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 import redis.exceptions
 
+from redisops import functions
 from redisops.errors import ConfigError
 from sse_proxy import idempotency
 from sse_proxy.backend import never_applied
@@ -56,7 +58,7 @@ def test_an_event_with_a_key_has_a_bounded_number_of_fields() -> None:
         idempotency.claim("agent_updates", "k", fields, 60)
 
 
-def test_the_scripts_reply_tells_new_repeated_and_reused() -> None:
+def test_the_functions_reply_tells_new_repeated_and_reused() -> None:
     fields = {"n": "1"}
     mine = idempotency.claim("agent_updates", "k", fields, 60)
     assert idempotency.outcome([1, "5-0"], mine) == idempotency.Published("5-0", created=True)
@@ -70,11 +72,12 @@ def test_the_scripts_reply_tells_new_repeated_and_reused() -> None:
         idempotency.outcome([0, reused], mine)
 
 
-def test_the_script_gets_keys_window_retention_and_fields() -> None:
+def test_the_publish_function_gets_keys_window_retention_and_fields() -> None:
     claim = idempotency.claim("agent_updates", "k", {"a": "1", "b": "2"}, 60)
-    args = idempotency.script_args(claim, {"a": "1", "b": "2"}, 1000, None)
-    assert args[:3] == [2, "agent_updates", "idempotency:{agent_updates}:agent_updates:k"]
-    assert args[3:] == [60, f"{claim.fingerprint} {claim.nonce}", 1000, "", "a", "1", "b", "2"]
+    args = idempotency.fcall_args(claim, {"a": "1", "b": "2"}, 1000, None)
+    record = "idempotency:{agent_updates}:agent_updates:k"
+    assert args[:4] == [functions.PUBLISH_ONCE, 2, "agent_updates", record]
+    assert args[4:] == [60, f"{claim.fingerprint} {claim.nonce}", 1000, "", "a", "1", "b", "2"]
 
 
 @pytest.mark.parametrize(
