@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -217,13 +218,16 @@ def backup_list(
     state_dir: StateDir = DEFAULT_STATE,
     json_out: JsonOut = False,
 ) -> None:
-    """Complete backups, newest last; incomplete ones are reported as such."""
+    """Complete backups, newest last; incomplete ones, and index entries that are ignored
+    or name no complete backup, are reported as such."""
     storage = _storage(location, target, state_dir)
-    entries = catalog.list_backups(storage)
+    survey = catalog.survey(storage)
+    entries = survey.backups
     if json_out:
         emit(
             {
                 "location": storage.url,
+                "problems": survey.problems,
                 "backups": [
                     {
                         "id": e.id,
@@ -255,6 +259,8 @@ def backup_list(
         else:
             table.add_row(e.id, f"[yellow]incomplete[/yellow] ({e.problem})", "-", "-", "-", "-")
     out.print(table)
+    for problem in survey.problems:
+        out.print(f"[yellow]problem[/yellow]: {escape(problem)}", highlight=False, soft_wrap=True)
 
 
 @backup_app.command("verify")

@@ -6,6 +6,7 @@ import datetime as dt
 import re
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from redisops.backup.manifest import (
     INDEX,
     MANIFEST,
     Manifest,
+    id_base,
     id_from_index,
+    id_named_by_index,
     id_order,
     index_name,
 )
@@ -39,6 +42,9 @@ class BackupEntry:
 
 # How many index entries one listing asks for: the newest is normally the one.
 INDEX_PAGE = 5
+# Backup ids begin with a digit and ":" sorts right after "9": the names in [id, ":") are
+# those of the backup directories from that id on, and none of the index's.
+IDS_END = ":"
 
 
 def _judge_manifest(
@@ -73,39 +79,94 @@ def _entry(storage: Storage, backup_id: str) -> BackupEntry:
     return BackupEntry(backup_id, manifest, objects, problem)
 
 
-def list_backups(storage: Storage) -> list[BackupEntry]:
-    """Every backup directory, oldest first; complete only with a readable manifest and
-    the shard objects it names. One listing of the location, then one read per manifest."""
-    entries = []
+@dataclass
+class Survey:
+    """What a location holds: its backups, oldest first, and what is wrong beside them."""
+
+    backups: list[BackupEntry]
+    problems: list[str]  # index entries that are ignored or name no complete backup
+
+
+def survey(storage: Storage) -> Survey:
+    """Every backup directory, oldest first (complete only with a readable manifest and
+    the shard objects it names), and the index checked against them. One listing of the
+    location, then one read per manifest."""
     tree = storage.tree()
+    entries = {}
     for name in sorted((n for n in tree if BACKUP_ID.match(n)), key=id_order):
         manifest, problem = _judge_manifest(storage, name, tree[name])
-        entries.append(BackupEntry(name, manifest, tree[name], problem))
-    return entries
+        entries[name] = BackupEntry(name, manifest, tree[name], problem)
+    problems = []
+    for name in sorted(tree.get(INDEX, {})):
+        problem = _index_problem(name, entries)
+        if problem is not None:
+            problems.append(f"{INDEX}/{name}: {problem}")
+    return Survey(list(entries.values()), problems)
+
+
+def _index_problem(name: str, entries: dict[str, BackupEntry]) -> str | None:
+    named = id_named_by_index(name)
+    if named is None:
+        return "not an index entry (<rank>_<backup id>.json); ignored"
+    if id_from_index(name) is None:
+        return (
+            f"its rank is not that of backup {named} (whose entry is {index_name(named)}); "
+            "ignored when finding the newest backup. Not written by redisops: remove it"
+        )
+    if named not in entries:
+        return f"backup {named} is not in the location (expired or deleted)"
+    if not entries[named].complete:
+        return f"backup {named} is incomplete ({entries[named].problem})"
+    return None
+
+
+def list_backups(storage: Storage) -> list[BackupEntry]:
+    """Every backup directory, oldest first (`survey` without the index's problems)."""
+    return survey(storage).backups
+
+
+def _newest_in(storage: Storage, start: str, end: str) -> Manifest | None:
+    """The newest complete backup among the directories whose names sort in [start, end):
+    one listing of that range (objects and sizes), then a manifest read per directory that
+    has one, newest first, until one checks out."""
+    tree = storage.tree(start, end)
+    for backup_id in sorted((n for n in tree if BACKUP_ID.match(n)), key=id_order, reverse=True):
+        manifest, _ = _judge_manifest(storage, backup_id, tree[backup_id])
+        if manifest is not None:
+            return manifest
+    return None
+
+
+def _indexed(storage: Storage) -> Iterator[str]:
+    """The backups the index names, newest first, read a page at a time as consumed;
+    entries whose name is not their id's rank are passed over (`id_from_index`)."""
+    for name in storage.names(INDEX, INDEX_PAGE):
+        backup_id = id_from_index(name)
+        if backup_id is not None:
+            yield backup_id
 
 
 def newest_complete(storage: Storage) -> Manifest | None:
     """The newest complete backup, in a number of requests that does not grow with the
-    number of backups: the index's first page names the newest complete backups, and the
-    first that still checks out (manifest, shard objects) is it. Backups written before
-    the index existed are found by their names (ids sort by time), newest first."""
-    tried: set[str] = set()
-    for name in storage.names(INDEX, INDEX_PAGE):
-        backup_id = id_from_index(name)
-        if backup_id is None or backup_id in tried:
-            continue
-        tried.add(backup_id)
-        entry = _entry(storage, backup_id)
-        if entry.manifest is not None:
-            return entry.manifest
-    for backup_id in sorted(
-        (n for n in storage.children() if BACKUP_ID.match(n)), key=id_order, reverse=True
-    ):
-        if backup_id not in tried:
-            entry = _entry(storage, backup_id)
-            if entry.manifest is not None:
-                return entry.manifest
-    return None
+    number of backups (normally three on GCS: the index's first page, one listing, one
+    manifest).
+
+    The index's newest entry X is where the search starts, not its answer: one listing
+    covers every backup from X's second on, so that a newer complete backup without an
+    entry (its index write failed after its manifest, or an older redisops wrote it) is
+    still the newest. Only when nothing there checks out does the search go on below X,
+    from the next entry; below the last entry (or without any: backups written before the
+    index existed) the rest of the location is listed in one go."""
+    end = IDS_END
+    for backup_id in _indexed(storage):
+        start = id_base(backup_id)
+        if start >= end:
+            continue  # its second is in a range listed already
+        found = _newest_in(storage, start, end)
+        if found is not None:
+            return found
+        end = start
+    return _newest_in(storage, "", end)
 
 
 def resolve(storage: Storage, backup: str) -> Manifest:
@@ -229,7 +290,7 @@ class Freshness:
 
 def freshness(storage: Storage, max_age_s: float | None) -> Freshness:
     """The newest complete backup and whether it is young enough (`newest_complete`:
-    three requests on GCS, however many backups the location holds)."""
+    normally three requests on GCS, however many backups the location holds)."""
     return Freshness(storage.url, newest_complete(storage), max_age_s, dt.datetime.now(dt.UTC))
 
 

@@ -99,10 +99,27 @@ def index_name(backup_id: str) -> str:
     return f"{INDEX}/{rank}_{backup_id}.json"
 
 
-def id_from_index(name: str) -> str | None:
-    """The backup id an index object names (None for anything else)."""
+def id_base(backup_id: str) -> str:
+    """The second an id was taken in. Every id of that second (`…Z`, `…Z-2`, `…Z-10`)
+    sorts as a name at or after it, and every id of a later second after those: `-`
+    sorts before `/`, so `…Z-10/…` < `…Z-2/…` < `…Z/…` although `…Z` is the oldest."""
+    return id_order(backup_id)[0]
+
+
+def id_named_by_index(name: str) -> str | None:
+    """The backup id in an index object's name, its rank unchecked (None if none)."""
     backup_id = name.rsplit("/", 1)[-1].removesuffix(".json").partition("_")[2]
     return backup_id if BACKUP_ID.match(backup_id) else None
+
+
+def id_from_index(name: str) -> str | None:
+    """The backup id an index object names, when the rank in its name is that id's; None
+    otherwise. An entry under another backup's rank would be met out of order (anyone who
+    may add objects can write `index/<newest rank>_<old id>.json`), so it is not one."""
+    backup_id = id_named_by_index(name)
+    if backup_id is None or index_name(backup_id).rsplit("/", 1)[1] != name.rsplit("/", 1)[-1]:
+        return None
+    return backup_id
 
 
 def new_id(now: dt.datetime, taken: set[str]) -> str:

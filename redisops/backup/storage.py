@@ -69,9 +69,10 @@ class Storage(ABC):
         """Objects in `directory` with their sizes."""
 
     @abstractmethod
-    def tree(self) -> dict[str, dict[str, int]]:
-        """Every object under the location, by first-level directory, with its size (one
-        listing, not one per directory)."""
+    def tree(self, start: str = "", end: str | None = None) -> dict[str, dict[str, int]]:
+        """The objects under the location whose names (relative to it) sort at or after
+        `start` and before `end` (None: no end), by first-level directory, with their
+        sizes: one listing of that range, not one per directory."""
 
     @abstractmethod
     def names(self, directory: str, page_size: int) -> Iterator[str]:
@@ -94,6 +95,11 @@ class Storage(ABC):
     def write_text(self, name: str, text: str) -> None:
         with self.writer(name) as stream:
             stream.write(text.encode())
+
+
+def in_range(name: str, start: str, end: str | None) -> bool:
+    """Whether `name` is in [start, end) as GCS's startOffset/endOffset compare names."""
+    return start <= name and (end is None or name < end)
 
 
 class FileStorage(Storage):
@@ -138,8 +144,17 @@ class FileStorage(Storage):
             if p.is_file() and not p.name.endswith(".part")
         }
 
-    def tree(self) -> dict[str, dict[str, int]]:
-        return {name: self.objects(name) for name in self.children()}
+    def tree(self, start: str = "", end: str | None = None) -> dict[str, dict[str, int]]:
+        found: dict[str, dict[str, int]] = {}
+        for directory in self.children():
+            objects = {
+                name: size
+                for name, size in self.objects(directory).items()
+                if in_range(f"{directory}/{name}", start, end)
+            }
+            if objects or in_range(f"{directory}/", start, end):
+                found[directory] = objects
+        return found
 
     def check(self) -> None:
         if self.root.exists() and not self.root.is_dir():
@@ -346,11 +361,17 @@ class GcsStorage(Storage):
         blobs = self._list("list objects", list, self._blobs(prefix=prefix))
         return {b.name[len(prefix) :]: int(b.size or 0) for b in blobs}
 
-    def tree(self) -> dict[str, dict[str, int]]:
+    def tree(self, start: str = "", end: str | None = None) -> dict[str, dict[str, int]]:
         root = self._root
+        offsets = {"start_offset": root + start} if start else {}
+        if end is not None:
+            offsets["end_offset"] = root + end
         found: dict[str, dict[str, int]] = {}
-        for blob in self._list("list backups", list, self._blobs(prefix=root)):
-            directory, _, name = blob.name[len(root) :].partition("/")
+        for blob in self._list("list backups", list, self._blobs(prefix=root, **offsets)):
+            relative = blob.name[len(root) :]
+            if not in_range(relative, start, end):  # an emulator may ignore the offsets
+                continue
+            directory, _, name = relative.partition("/")
             if name:
                 found.setdefault(directory, {})[name] = int(blob.size or 0)
         return found

@@ -157,9 +157,13 @@ def manifest(backup_id: str, when: dt.datetime) -> Manifest:
 
 
 def make_backup(
-    storage: FileStorage, when: dt.datetime, complete: bool = True, indexed: bool = False
+    storage: FileStorage,
+    when: dt.datetime,
+    complete: bool = True,
+    indexed: bool = False,
+    backup_id: str | None = None,
 ) -> str:
-    backup_id = new_id(when, set(storage.children()))
+    backup_id = backup_id or new_id(when, set(storage.children()))
     storage.write_text(f"{backup_id}/shard-0.rdb", "x")
     if complete:
         storage.write_text(f"{backup_id}/{MANIFEST}", manifest(backup_id, when).model_dump_json())
@@ -211,6 +215,97 @@ def test_backups_written_before_the_index_are_found_by_their_names(tmp_path: Pat
     make_backup(storage, now, complete=False)
     assert older < newest
     assert catalog.resolve(storage, "latest").id == newest
+
+
+class RangeRecorder(FileStorage):
+    """A directory location that remembers which name ranges were listed."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.ranges: list[tuple[str, str | None]] = []
+
+    def tree(self, start: str = "", end: str | None = None) -> dict[str, dict[str, int]]:
+        self.ranges.append((start, end))
+        return super().tree(start, end)
+
+
+def test_a_complete_backup_newer_than_the_newest_indexed_one_is_the_latest(
+    tmp_path: Path,
+) -> None:
+    """Its index write failed after its manifest, or an older redisops wrote it: the index
+    is only where the search starts."""
+    storage = RangeRecorder(tmp_path)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    make_backup(storage, now - dt.timedelta(hours=3), indexed=True)
+    indexed = make_backup(storage, now - dt.timedelta(hours=2), indexed=True)
+    unindexed = make_backup(storage, now - dt.timedelta(hours=1))
+    make_backup(storage, now, complete=False)
+    newest = [e.id for e in catalog.list_backups(storage) if e.complete][-1]
+    assert newest == unindexed
+    assert catalog.resolve(storage, "latest").id == unindexed
+    state = catalog.freshness(storage, 5400)
+    assert state.latest is not None and state.latest.id == unindexed and state.fresh
+    storage.ranges.clear()
+    assert catalog.newest_complete(storage).id == unindexed  # type: ignore[union-attr]
+    # One listing from the newest indexed backup on, not of the whole location.
+    assert storage.ranges == [(indexed, ":")]
+    # A newer directory that does not check out is passed over for the indexed one.
+    (tmp_path / unindexed / "shard-0.rdb").write_text("truncated")
+    assert catalog.resolve(storage, "latest").id == indexed
+
+
+def test_a_newer_backup_of_the_same_second_is_found_after_the_indexed_one(
+    tmp_path: Path,
+) -> None:
+    """`…Z-10` is newer than `…Z-2` but sorts before it as a name: the listing starts at
+    the second, not at the indexed id."""
+    storage = FileStorage(tmp_path)
+    when = dt.datetime(2026, 11, 26, 1, 30, tzinfo=dt.UTC)
+    make_backup(storage, when, indexed=True, backup_id="20261126T013000Z-2")
+    make_backup(storage, when, backup_id="20261126T013000Z-10")
+    make_backup(storage, when - dt.timedelta(hours=1), indexed=True)
+    assert catalog.resolve(storage, "latest").id == "20261126T013000Z-10"
+
+
+def test_an_index_entry_whose_rank_is_not_that_of_its_id_is_ignored_and_reported(
+    tmp_path: Path,
+) -> None:
+    """Anyone who may add objects can add `index/<newest rank>_<old id>.json`: it must not
+    make an old backup the latest, nor move where the search starts."""
+    storage = RangeRecorder(tmp_path)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    old = make_backup(storage, now - dt.timedelta(days=2), indexed=True)
+    newest = make_backup(storage, now - dt.timedelta(hours=1), indexed=True)
+    rank = index_name("29991231T235959Z").split("/")[1].partition("_")[0]
+    forged = f"{INDEX}/{rank}_{old}.json"
+    storage.write_text(forged, "{}")
+    storage.write_text(f"{INDEX}/{rank}_not-an-id.json", "{}")
+    assert catalog.resolve(storage, "latest").id == newest
+    storage.ranges.clear()
+    assert catalog.freshness(storage, 7200).latest.id == newest  # type: ignore[union-attr]
+    assert storage.ranges == [(newest, ":")]
+    survey = catalog.survey(storage)
+    assert [e.id for e in survey.backups] == [old, newest]
+    assert len(survey.problems) == 2, survey.problems
+    assert any(forged in p and f"not that of backup {old}" in p for p in survey.problems)
+    assert any("not-an-id" in p for p in survey.problems)
+
+
+def test_file_storage_lists_a_name_range_as_gcs_offsets_do(tmp_path: Path) -> None:
+    """start inclusive, end exclusive, compared as whole names (`X-10/…` < `X-2/…` <
+    `X/…`)."""
+    storage = FileStorage(tmp_path)
+    for name in ("20261126T013000Z/a", "20261126T013000Z-2/a", "20261126T013000Z-10/a",
+                 "20261126T013001Z/a", "20261126T012959Z/a", "index/1_x.json"):  # fmt: skip
+        storage.write_text(name, "x")
+    assert sorted(storage.tree("20261126T013000Z", ":")) == [
+        "20261126T013000Z", "20261126T013000Z-10", "20261126T013000Z-2", "20261126T013001Z",
+    ]  # fmt: skip
+    assert sorted(storage.tree("", "20261126T013000Z")) == ["20261126T012959Z"]
+    assert sorted(storage.tree("20261126T013000Z-2/b", None)) == [
+        "20261126T013000Z", "20261126T013001Z", "index",
+    ]  # fmt: skip
+    assert storage.tree() == {n: storage.objects(n) for n in storage.children()}
 
 
 def test_pruning_removes_the_index_entries_of_what_it_deletes(tmp_path: Path) -> None:
