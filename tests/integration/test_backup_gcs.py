@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from redisops.backup.manifest import INDEX, id_base, index_name
 from redisops.local.twin import Twin
 from tests.conftest import free_base_port, free_port, requires_redis
 from tests.integration.backups import fill, total_keys
+from tests.integration.gcs import RecordingProxy, env_with
 from tests.integration.gcs import emulator as gcs_emulator
-from tests.integration.gcs import env_with
 
 REDISOPS = [sys.executable, "-m", "redisops"]
 BUCKET = "redis-backups"
@@ -71,6 +72,62 @@ def test_backup_list_verify_and_restore_through_gcs(
     pruned = cli("backup", "prune", "--from", location, "--keep-last", "1", "--keep-days", "1",
                  env=env)  # fmt: skip
     assert pruned.returncode == 2 and "lifecycle" in pruned.stderr
+
+
+def test_latest_is_the_newest_complete_backup_whatever_the_index_says(
+    emulator: str, twin: Twin
+) -> None:
+    """The newest backup's index write failed after its manifest, and an entry under its
+    rank names the older backup (anyone who may add objects can write one): status and
+    verify latest name the newest complete backup, in three requests, the listing
+    starting at the older backup's second (its genuine entry), and `backup list` reports
+    the forged entry. gcp-storage-emulator ignores startOffset/endOffset (it answers with
+    every object under the prefix): that they are sent is checked here, the range is
+    filtered again on the client."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    prefix = "index-behind"
+    location = f"gs://{BUCKET}/{prefix}"
+    env = env_with(STORAGE_EMULATOR_HOST=emulator)
+    ids = []
+    for _ in range(2):
+        created = cli("backup", "create", "--target", "local", "--state-dir",
+                      str(twin.layout.root), "--to", location, "--json", env=env)  # fmt: skip
+        assert created.returncode == 0, created.stderr
+        ids.append(json.loads(created.stdout)["id"])
+    older, newest = ids
+    client = storage.Client(
+        credentials=AnonymousCredentials(), project="test",
+        client_options={"api_endpoint": emulator},
+    )  # fmt: skip
+    bucket = client.bucket(BUCKET)
+    entry = index_name(newest)
+    bucket.blob(f"{prefix}/{entry}").delete()  # as if its write had failed
+    forged = f"{INDEX}/{entry.split('/')[1].partition('_')[0]}_{older}.json"
+    bucket.blob(f"{prefix}/{forged}").upload_from_string("{}")
+
+    with RecordingProxy(emulator) as proxy:
+        env = env_with(STORAGE_EMULATOR_HOST=proxy.url)
+        status = cli("backup", "status", "--from", location, "--max-age", "600", "--json",
+                     env=env)  # fmt: skip
+        requests = proxy.take(settle_s=0.2)
+        verified = cli("backup", "verify", "latest", "--from", location, "--json", env=env)
+        listed = cli("backup", "list", "--from", location, "--json", env=env)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["latest"] == newest
+    assert verified.returncode == 0, verified.stderr
+    assert json.loads(verified.stdout)["backup"] == newest
+    assert len(requests) == 3, "\n".join(map(str, requests))
+    (ranged,) = [r for r in requests if r.is_list and "startOffset" in r.query]
+    assert ranged.query["startOffset"] == [f"{prefix}/{id_base(older)}"]
+    assert ranged.query["endOffset"] == [f"{prefix}/:"]
+    assert ranged.query["prefix"] == [f"{prefix}/"]
+    problems = json.loads(listed.stdout)["problems"]
+    assert len(problems) == 1 and problems[0].startswith(forged), problems
+    assert f"not that of backup {older}" in problems[0]
+    table = cli("backup", "list", "--from", location, env=env_with(STORAGE_EMULATOR_HOST=emulator))
+    assert forged in table.stdout and "ignored" in table.stdout
 
 
 def test_a_missing_bucket_is_named(emulator: str, twin: Twin) -> None:

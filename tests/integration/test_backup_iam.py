@@ -25,7 +25,9 @@ from pathlib import Path
 import pytest
 
 from infra.gcp.common import DRILL_KSA, DRILL_NAMESPACE
+from redisops.backup.catalog import IDS_END
 from redisops.backup.drill_job import as_dict, drill_job
+from redisops.backup.manifest import INDEX, id_base, index_name
 from redisops.local.twin import Twin
 from tests.conftest import free_base_port, requires_redis
 from tests.infra import harness
@@ -208,10 +210,24 @@ def as_local(args: list[str], state_dir: Path) -> list[str]:
     return [*kept, "--target", "local", "--state-dir", str(state_dir)]
 
 
+def unindexed(created: str) -> str:
+    """The id of the copy of backup `created` that `seed_history` writes a second later
+    without an index entry (its index write failed, or an older redisops wrote it)."""
+    when = dt.datetime.strptime(created[:16], "%Y%m%dT%H%M%SZ") + dt.timedelta(seconds=1)
+    return when.strftime("%Y%m%dT%H%M%SZ")
+
+
+def forged(created: str, oldest: str) -> str:
+    """An index entry under a rank newer than every backup that names the oldest one."""
+    rank = index_name("29991231T235959Z").split("/")[1].partition("_")[0]
+    return f"{INDEX}/{rank}_{oldest}.json"
+
+
 def seed_history(emulator_url: str, bucket: str, prefix: str, count: int) -> None:
-    """`count` older copies of the newest backup, hourly, and two newer backups still in
-    progress (shards, no manifest): a bucket with history, written straight to the
-    emulator (not through the proxy)."""
+    """`count` older copies of the newest backup, hourly; a complete copy a second newer
+    without an index entry; two newer backups still in progress (shards, no manifest);
+    and a forged index entry (`forged`) naming the oldest: a bucket with history, written
+    straight to the emulator (not through the proxy)."""
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
@@ -244,9 +260,12 @@ def seed_history(emulator_url: str, bucket: str, prefix: str, count: int) -> Non
     for hours in range(1, count + 1):
         shift = dt.timedelta(hours=-hours)
         write((newest + shift).strftime("%Y%m%dT%H%M%SZ"), True, shift)
+    write(unindexed(manifest["id"]), True, dt.timedelta(seconds=1))
     for minutes in (1, 2):
         shift = dt.timedelta(minutes=minutes)
         write((newest + shift).strftime("%Y%m%dT%H%M%SZ"), False, shift)
+    oldest = (newest - dt.timedelta(hours=count)).strftime("%Y%m%dT%H%M%SZ")
+    gcs.blob(f"{prefix}/{forged(manifest['id'], oldest)}").upload_from_string("{}")
 
 
 @pytest.fixture(scope="module")
@@ -363,23 +382,49 @@ def test_a_backup_never_replaces_an_object(recorded: dict[str, Run]) -> None:
         assert not request.replaces, request
 
 
+def created_id(recorded: dict[str, Run]) -> str:
+    backup_id: str = json.loads(recorded["backup-create"].stdout)["id"]
+    return backup_id
+
+
 def test_the_newest_backup_is_found_with_a_bounded_number_of_requests(
     recorded: dict[str, Run], plan_grants: Granted
 ) -> None:
+    """With history, the newest complete backup is a copy without an index entry, and a
+    forged entry ranked above all names the oldest: neither changes the answer or its
+    cost."""
     root = plan_grants.location.removeprefix(f"gs://{plan_grants.bucket}/")
     one, history = recorded["smoke-status"], recorded["smoke-status@history"]
     for run in (one, history):
         assert json.loads(run.stdout)["fresh"], run.stdout
+    assert json.loads(one.stdout)["latest"] == created_id(recorded)
+    assert json.loads(history.stdout)["latest"] == unindexed(created_id(recorded))
     assert len(history.requests) <= LATEST_BOUND, "\n".join(map(str, history.requests))
     assert len(history.requests) == len(one.requests)
     # The emulator answers every listing in one page; GCS pages by 1,000 names. So no
-    # listing may cover the whole location: only one backup's objects, or a few names.
+    # listing may cover the whole location: only a few names, one backup's objects, or
+    # the backups from the newest genuine index entry's second on (on GCS: that backup,
+    # and newer ones the index does not name yet; the emulator ignores the offsets).
+    start = f"{root}/{id_base(created_id(recorded))}"
+    ranged = 0
     for request in history.requests:
         if request.is_list:
             prefix = request.query.get("prefix", [""])[0]
             one_backup = re.fullmatch(rf"{re.escape(root)}/\d{{8}}T\d{{6}}Z(-\d+)?/", prefix)
             few = int(request.query.get("maxResults", ["1000"])[0]) <= 10
-            assert one_backup or few, f"{request}: lists more than one backup's objects"
+            newest_on = request.query.get("startOffset") == [start] and request.query.get(
+                "endOffset"
+            ) == [f"{root}/{IDS_END}"]
+            ranged += bool(newest_on)
+            assert one_backup or few or newest_on, f"{request}: lists more than it needs"
+    assert ranged == 1, "\n".join(map(str, history.requests))
+
+
+def test_restoring_latest_restores_the_newest_complete_backup(recorded: dict[str, Run]) -> None:
+    assert json.loads(recorded["drill-restore"].stdout)["backup"] == created_id(recorded)
+    restored = json.loads(recorded["drill-restore@history"].stdout)["backup"]
+    assert restored == unindexed(created_id(recorded))
+    assert f"backup {restored}: verified" in recorded["drill-verify@history"].stdout
 
 
 @pytest.mark.parametrize("operation", ["drill-verify", "drill-restore"])
@@ -392,11 +437,14 @@ def test_restoring_latest_costs_the_same_requests_with_a_long_history(
 
 def test_listing_reads_each_manifest_once(recorded: dict[str, Run]) -> None:
     run = recorded["backup-list@history"]
-    listed = json.loads(run.stdout)["backups"]
-    assert len(listed) == HISTORY + 3
+    answer = json.loads(run.stdout)
+    listed = answer["backups"]
+    assert len(listed) == HISTORY + 4
     assert [b["id"] for b in listed] == sorted(b["id"] for b in listed)
-    assert sum(b["complete"] for b in listed) == HISTORY + 1
+    assert sum(b["complete"] for b in listed) == HISTORY + 2
     assert len(run.requests) <= len(listed) + 3, "\n".join(map(str, run.requests))
+    (problem,) = answer["problems"]
+    assert problem.startswith(forged(created_id(recorded), listed[0]["id"])), problem
 
 
 def test_the_client_fetches_no_bucket_metadata_in_the_background(
