@@ -238,31 +238,33 @@ def test_a_backup_during_continuous_writes_restores_consistently_per_shard(
     writer = threading.Thread(target=write)
     writer.start()
     try:
-        time.sleep(1.0)
-        location = f"file://{tmp_path / 'backups'}"
-        proc = cli("backup", "create", "--target", "local", "--state-dir",
-                   str(twin.layout.root), "--to", location)  # fmt: skip
-        assert proc.returncode == 0, proc.stderr
-        time.sleep(0.5)
-    finally:
-        stop.set()
-        writer.join()
-    target = up(tmp_path / "restored", shards=4, replicas=0)
-    try:
-        proc = cli("restore", "--from", location, "--target", "local", "--state-dir",
-                   str(target.layout.root), "--json")  # fmt: skip
-        assert proc.returncode == 0, proc.stderr
-        client = cluster(target)
         try:
-            for tag in tags:
-                length = client.llen(f"seq:{tag}")
-                last = client.get(f"last:{tag}")
-                assert last is not None and length > 0
-                assert length == int(last) + 1, f"{tag}: list and counter disagree"
+            time.sleep(1.0)
+            location = f"file://{tmp_path / 'backups'}"
+            proc = cli("backup", "create", "--target", "local", "--state-dir",
+                       str(twin.layout.root), "--to", location)  # fmt: skip
+            assert proc.returncode == 0, proc.stderr
+            time.sleep(0.5)
         finally:
-            client.close()
-    finally:
-        target.down(purge=True)
+            stop.set()
+            writer.join()
+        target = up(tmp_path / "restored", shards=4, replicas=0)
+        try:
+            proc = cli("restore", "--from", location, "--target", "local", "--state-dir",
+                       str(target.layout.root), "--json")  # fmt: skip
+            assert proc.returncode == 0, proc.stderr
+            client = cluster(target)
+            try:
+                for tag in tags:
+                    length = client.llen(f"seq:{tag}")
+                    last = client.get(f"last:{tag}")
+                    assert last is not None and length > 0
+                    assert length == int(last) + 1, f"{tag}: list and counter disagree"
+            finally:
+                client.close()
+        finally:
+            target.down(purge=True)
+    finally:  # a failed backup must not leave the busy twin running
         twin.down(purge=True)
 
 
