@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
@@ -61,12 +62,73 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 # A publish is attempted once and up to this many times more (backoff 0.1 s .. 1 s, about
 # 2.5 s in all: the first seconds of a failover).
 PUBLISH_RETRIES = 5
+# A publisher connection idle this long is PINGed before a write is sent on it: one that
+# died quietly (a node restarted, a peer gone) is found before the write, not after.
+PUBLISH_HEALTH_CHECK_S = 1.0
 
 T = TypeVar("T")
 
 
 class OutcomeUnknown(Exception):
     """A write was sent and its reply lost: it may or may not have been applied."""
+
+
+class NotSent(redis.exceptions.ConnectionError):
+    """A pooled connection failed its check before the command was written on it: the
+    command never reached Redis."""
+
+
+async def _check_before_send(
+    conn: AbstractConnection, health_check: Callable[[], Awaitable[None]]
+) -> None:
+    # The server closed it (a restart, CLIENT KILL): seen without a round trip.
+    reader = getattr(conn, "_reader", None)
+    if reader is not None and reader.at_eof():
+        await conn.disconnect()
+        raise NotSent("the server had closed the pooled connection; nothing was sent")
+    try:
+        await health_check()  # a PING when idle past health_check_interval
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        raise NotSent(
+            f"a pooled connection failed its health check ({exc}); nothing was sent"
+        ) from exc
+
+
+class CheckedConnection(Connection):
+    """A connection that proves itself alive before each command (see NotSent)."""
+
+    async def check_health(self) -> None:
+        await _check_before_send(self, super().check_health)
+
+
+class CheckedSSLConnection(SSLConnection):
+    """CheckedConnection over TLS."""
+
+    async def check_health(self) -> None:
+        await _check_before_send(self, super().check_health)
+
+
+def _checked(client: Any) -> Any:
+    """Make every connection `client` opens a checked one. redis-py's cluster client takes
+    no connection class: it is set where the client keeps its nodes' connection options."""
+    if isinstance(client, RedisCluster):
+        kwargs = client.connection_kwargs
+        checked = (
+            CheckedSSLConnection
+            if issubclass(kwargs["connection_class"], SSLConnection)
+            else CheckedConnection
+        )
+        kwargs["connection_class"] = checked
+        for node in client.nodes_manager.startup_nodes.values():
+            node.connection_class = checked
+    else:
+        pool = client.connection_pool
+        pool.connection_class = (
+            CheckedSSLConnection
+            if issubclass(pool.connection_class, SSLConnection)
+            else CheckedConnection
+        )
+    return client
 
 
 class FunctionMissing(Exception):
@@ -85,6 +147,7 @@ def never_applied(exc: BaseException) -> bool:
     if isinstance(
         exc,
         (
+            NotSent,
             redis.exceptions.ResponseError,
             redis.exceptions.RedisClusterException,
             redis.exceptions.BusyLoadingError,
@@ -169,10 +232,13 @@ class Backend:
             "health_check_interval": 0,
         }
 
-    def _client(self, username: str, password: str | None, retry: Retry) -> Any:
+    def _client(
+        self, username: str, password: str | None, retry: Retry, health_check_interval: float = 0
+    ) -> Any:
         s = self.settings
         options = self._common(username, password)
         options["retry"] = retry
+        options["health_check_interval"] = health_check_interval
         if s.redis_mode == "single":
             assert s.redis_url is not None
             return aioredis.Redis.from_url(
@@ -200,8 +266,15 @@ class Backend:
             self._reader_password,
             Retry(ExponentialBackoff(cap=1.0, base=0.05), 5),
         )
-        self.publisher = self._client(
-            s.publisher_username, self._publisher_password, Retry(NoBackoff(), 0)
+        # Its connections are checked before each write (NotSent): after a node restart a
+        # write on a dead pooled connection would otherwise have an unknown outcome.
+        self.publisher = _checked(
+            self._client(
+                s.publisher_username,
+                self._publisher_password,
+                Retry(NoBackoff(), 0),
+                health_check_interval=PUBLISH_HEALTH_CHECK_S,
+            )
         )
 
     async def close(self) -> None:
@@ -347,6 +420,7 @@ class Backend:
         for attempt in range(PUBLISH_RETRIES + 1):
             try:
                 async with self._writes:
+                    await self._learn_slot_map()
                     return await send()
             except REDIS_FAILURES as exc:
                 applied_maybe = not never_applied(exc)
@@ -359,6 +433,17 @@ class Backend:
                 logger.info("publish attempt %d failed (%s); trying again", attempt + 1, exc)
             await asyncio.sleep(min(1.0, 0.05 * 2 ** (attempt + 1)))
         raise AssertionError("unreachable")
+
+    async def _learn_slot_map(self) -> None:
+        """Before it knows the slot map (at start, after a connection error) redis-py
+        sends a keyed command to any node; several at once then race with the MOVED
+        replies and can lose a reply (an unknown outcome). Learning it sends no write."""
+        if not isinstance(self.publisher, RedisCluster):
+            return
+        try:
+            await self.publisher.initialize()
+        except REDIS_FAILURES as exc:
+            raise NotSent(f"cannot read the cluster's slot map ({exc}); nothing was sent") from exc
 
     async def ping(self) -> bool:
         async with self._reads:

@@ -15,7 +15,7 @@ import redis.exceptions
 from redisops import functions
 from redisops.errors import ConfigError
 from sse_proxy import idempotency
-from sse_proxy.backend import never_applied
+from sse_proxy.backend import NotSent, never_applied
 from sse_proxy.settings import load_settings
 
 BASE: dict[str, Any] = {"redis_tls_ca_file": "/ca.crt", "jwt_secret_file": "/secret"}
@@ -97,6 +97,8 @@ def test_the_publish_function_gets_keys_window_retention_and_fields() -> None:
         (redis.exceptions.TimeoutError("Timeout connecting to server"), False),
         (redis.exceptions.RedisClusterException("Redis Cluster cannot be connected."), False),
         (redis.exceptions.MaxConnectionsError("Too many connections"), False),
+        # A pooled connection that failed its check before the command was written.
+        (NotSent("the server had closed the pooled connection; nothing was sent"), False),
         # Sent, and then the connection or the reply was lost: it may have been applied.
         (redis.exceptions.ConnectionError("Connection closed by server."), True),
         (redis.exceptions.ConnectionError("Error while reading from 10.0.0.1:6379"), True),
