@@ -180,8 +180,12 @@ class StreamEndpoint:
         except REDIS_FAILURES as exc:
             metrics.REDIS_ERRORS.labels("subscribe").inc()
             metrics.REJECTED.labels("redis").inc()
+            logger.warning("subscribing to %s failed: %s: %s", stream, type(exc).__name__, exc)
             refusal = HttpError(
-                503, "redis_unavailable", f"cannot read the stream now: {exc}", {"Retry-After": "2"}
+                503,
+                "redis_unavailable",
+                "cannot read the stream now: Redis is unavailable",
+                {"Retry-After": "2"},
             )
             await self._refuse(refusal.response(), scope, receive, send)
             return
@@ -377,7 +381,7 @@ def _claim(stream: str, key: str, fields: dict[str, str], window_s: int) -> idem
         raise HttpError(400, "bad_idempotency_key", str(exc)) from exc
 
 
-def _outcome_unknown(exc: OutcomeUnknown, claim: idempotency.Claim | None) -> HttpError:
+def _outcome_unknown(claim: idempotency.Claim | None) -> HttpError:
     if claim is None:
         advice = (
             "retrying may publish it twice; to publish exactly once, send an "
@@ -391,7 +395,7 @@ def _outcome_unknown(exc: OutcomeUnknown, claim: idempotency.Claim | None) -> Ht
     return HttpError(
         503,
         "publish_outcome_unknown",
-        f"the event may or may not have been published (Redis did not answer: {exc}); {advice}",
+        f"the event may or may not have been published (Redis did not answer); {advice}",
         {"Retry-After": "1"},
     )
 
@@ -435,11 +439,16 @@ def build_app(settings: ProxySettings) -> Starlette:
             ).response()
         except OutcomeUnknown as exc:
             metrics.REDIS_ERRORS.labels("publish").inc()
-            return _outcome_unknown(exc, claim).response()
+            logger.warning("POST to %s: outcome unknown: %s", stream, exc)
+            return _outcome_unknown(claim).response()
         except REDIS_FAILURES as exc:
             metrics.REDIS_ERRORS.labels("publish").inc()
+            logger.warning("POST to %s: not added: %s: %s", stream, type(exc).__name__, exc)
             return HttpError(
-                503, "redis_unavailable", f"the entry was not added: {exc}", {"Retry-After": "1"}
+                503,
+                "redis_unavailable",
+                "the entry was not added: Redis is unavailable",
+                {"Retry-After": "1"},
             ).response()
         if published.created:
             metrics.PUBLISHED.labels(settings.pattern_of(stream)).inc()
@@ -454,13 +463,17 @@ def build_app(settings: ProxySettings) -> Starlette:
         problems: list[str] = []
         if proxy.hub.draining:
             problems.append("draining")
+        # /readyz is public behind the load balancer: the problems name no Redis node
+        # (redis-py's errors do); the log has the details.
         try:
             await asyncio.wait_for(proxy.backend.ping(), 2.0)
         except REDIS_FAILURES as exc:  # TimeoutError is an OSError
-            problems.append(f"redis: {type(exc).__name__}: {exc}")
+            logger.warning("readiness: Redis unreachable: %s: %s", type(exc).__name__, exc)
+            problems.append("redis: unreachable")
         for name, reader in proxy.hub.readers.items():
             if not reader.alive:
-                problems.append(f"reader {name}: {reader.error or 'stopped'}")
+                logger.warning("readiness: reader %s: %s", name, reader.error or "stopped")
+                problems.append(f"reader {name}: not reading")
         body = {
             "status": "ready" if not problems else "not_ready",
             "problems": problems,

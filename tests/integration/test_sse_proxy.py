@@ -17,6 +17,7 @@ import pytest
 
 from redisops import functions
 from redisops.local.twin import Twin
+from redisops.tokens import mint
 from smoke_tests.sse_client import Parser, Subscription
 from tests.integration.proxies import (
     ProxyProcess,
@@ -876,21 +877,26 @@ def test_sse_events_parse_into_the_same_fields_redis_holds(
 
 
 def test_readiness_fails_while_redis_is_unreachable(session_twin: Twin, tmp_path: Path) -> None:
+    """And no answer tells a public client where Redis lives: the addresses redis-py puts
+    in its errors go to the log only."""
     from tests.conftest import free_port
 
-    dead = f"127.0.0.1:{free_port()}"
+    dead_port = free_port()
+    dead = f"127.0.0.1:{dead_port}"
     settings = {**session_twin.proxy.settings_json(session_twin.settings())}
     settings.update(port=free_port(), redis_nodes=[dead])
     config = tmp_path / "dead.json"
     config.write_text(json.dumps(settings))
+    log = tmp_path / "dead.log"
     import subprocess
     import sys
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sse_proxy", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sse_proxy", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{settings['port']}"
     try:
         deadline = time.monotonic() + 20
@@ -905,10 +911,31 @@ def test_readiness_fails_while_redis_is_unreachable(session_twin: Twin, tmp_path
         ready = httpx.get(f"{url}/readyz", timeout=10)
         assert ready.status_code == 503
         assert any("redis" in p for p in ready.json()["problems"])
+        secret = session_twin.proxy.secret_file.read_text().strip()
+        headers = {"Authorization": f"Bearer {mint(secret, 'test', ('*',), ('*',), 600)}"}
+        events = f"{url}/v1/streams/agent_updates/events"
+        answers = {
+            "readyz": ready,
+            "post": httpx.post(events, json={"n": "1"}, headers=headers, timeout=30),
+            "keyed post": httpx.post(
+                events, json={"n": "1"}, headers={**headers, "Idempotency-Key": "k"}, timeout=30
+            ),
+            "subscribe": httpx.get(f"{url}/v1/streams/agent_updates", headers=headers, timeout=30),
+        }
+        for what, answer in answers.items():
+            assert answer.status_code == 503, (what, answer.text)
+            assert dead not in answer.text and str(dead_port) not in answer.text, (
+                what,
+                answer.text,
+            )
+        assert answers["post"].json()["reason"] == "redis_unavailable"
+        assert answers["post"].json()["detail"] == "the entry was not added: Redis is unavailable"
+        assert answers["subscribe"].json()["reason"] == "redis_unavailable"
     finally:
         from tests.integration.proxies import stop
 
         stop(proc)
+    assert dead in log.read_text()  # the operator still learns what failed
 
 
 def test_the_helm_test_round_trip_check_passes_and_fails_as_it_should(

@@ -298,6 +298,7 @@ def test_a_publish_whose_redis_reply_is_lost_is_never_appended_twice(
         body = answer[0].json()
         assert body["reason"] == "publish_outcome_unknown"
         assert "may or may not" in body["detail"] and "Idempotency-Key" in body["detail"]
+        assert "127.0.0.1" not in answer[0].text and str(primary) not in answer[0].text
     else:
         assert answer[0].status_code == 201, answer[0].text
         assert answer[0].json()["id"] == held[0]
