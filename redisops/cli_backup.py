@@ -162,18 +162,10 @@ def backup_create(
     user: UserOpt = None,
     password_file: PasswordFileOpt = None,
     state_dir: StateDir = DEFAULT_STATE,
-    latest: Annotated[
-        bool,
-        typer.Option(
-            "--latest/--no-latest",
-            hidden=True,
-            help="No effect (latest.json is no longer written: nothing is ever replaced).",
-        ),
-    ] = True,
     json_out: JsonOut = False,
 ) -> None:
-    """One RDB per shard (from a replica when one is in sync), manifest written last."""
-    del latest  # accepted for job specs that still pass --no-latest
+    """One RDB per shard (from a replica when one is in sync), manifest written last; only
+    new objects, never one replaced."""
     access = cluster_access(
         acl.BACKUP,
         target=target,

@@ -174,8 +174,8 @@ def reconcile_args(settings: StackSettings) -> list[str]:
 
 
 def backup_args(settings: StackSettings) -> list[str]:
-    # --no-latest: the backup identity may add objects, never replace one.
-    return ["backup", "create", "--to", settings.backup.url, "--no-latest",
+    # The backup identity may add objects, never replace one: create writes only new ones.
+    return ["backup", "create", "--to", settings.backup.url,
             *client_args(settings, acl.BACKUP), "--json"]  # fmt: skip
 
 

@@ -312,13 +312,13 @@ def test_prune_keeps_the_newest_and_the_young(source: Twin, tmp_path: Path) -> N
 def test_a_backup_only_adds_objects_and_indexes_itself_last(source: Twin, tmp_path: Path) -> None:
     """GKE's backup account may add objects but never replace one: a backup writes each
     object once, its index entry after its manifest, and status/verify find it by the
-    index. --no-latest (still passed by older job specs) is accepted and changes nothing."""
+    index."""
     directory = tmp_path / "append-only"
     location = f"file://{directory}"
     ids = []
-    for extra in ([], ["--no-latest"]):
+    for _ in range(2):
         proc = cli("backup", "create", "--target", "local", "--state-dir",
-                   str(source.layout.root), "--to", location, "--json", *extra)  # fmt: skip
+                   str(source.layout.root), "--to", location, "--json")  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         ids.append(json.loads(proc.stdout)["id"])
     assert not (directory / "latest.json").exists()
