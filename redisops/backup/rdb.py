@@ -130,8 +130,10 @@ def parse_header(data: bytes) -> RdbHeader:
             return header
         elif opcode == OP_EOF:
             return header  # an empty dataset
-        elif opcode in (OP_FUNCTION2, OP_FUNCTION, OP_MODULE_AUX):
-            raise RdbFormatError("functions or module data in the RDB: not supported here")
+        elif opcode == OP_FUNCTION2:
+            reader.string()  # a function library's code (redisops.functions): skipped
+        elif opcode in (OP_FUNCTION, OP_MODULE_AUX):
+            raise RdbFormatError("7.0-rc functions or module data in the RDB: not supported here")
         else:
             # Data without a RESIZEDB hint (older writers): the count stays unknown.
             header.keys = -1
