@@ -27,7 +27,7 @@ from infra.k8s.common import (
 )
 from infra.k8s.redis_cluster import pod_endpoints
 from infra.settings import StackSettings
-from redisops import acl
+from redisops import acl, functions
 
 ROOT = "/etc/redis-platform"
 TLS_DIR = f"{ROOT}/tls"
@@ -374,7 +374,13 @@ class Jobs(pulumi.ComponentResource):
             ],
         )
         shape = json.dumps(
-            {"args": reconcile_args(settings), "image": settings.platform_image}, sort_keys=True
+            {
+                "args": reconcile_args(settings),
+                "image": settings.platform_image,
+                # the function library reconcile loads: a new one must run it again
+                "functions": hashlib.sha256(functions.CODE.encode()).hexdigest(),
+            },
+            sort_keys=True,
         )
         self.reconcile_job_name = pulumi.Output.all(
             acl_digest, replication_digest, node_cert_pem, ca_cert_pem

@@ -583,6 +583,19 @@ def test_reconcile_job_and_its_narrow_rights(plan: harness.Plan, settings: Any) 
     }
 
 
+def test_a_new_function_library_renames_the_reconcile_job(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # reconcile loads redisops.functions on every primary; on GKE it runs only when its
+    # Job's name changes
+    from redisops import functions
+
+    before = harness.run("dev").outputs["reconcileJob"][0]
+    monkeypatch.setattr(functions, "CODE", functions.CODE + "\n-- changed\n")
+    after = harness.run("dev").outputs["reconcileJob"][0]
+    assert before != after
+
+
 def test_backup_cronjob(plan: harness.Plan, settings: Any) -> None:
     (cron,) = plan.kube("CronJob")
     spec = cron.manifest["spec"]
