@@ -1,6 +1,7 @@
 """The platform's function library on real twins: `local up` loads it, reconcile loads it
 where it is missing or different (and says so in a dry run), reports libraries nobody
-asked for; a new primary gets it, a restarted node keeps it. Backups and restores:
+asked for; a restarted node keeps it (a new primary gets it: test_twin_lifecycle.py's
+scale-out). Backups and restores:
 test_restore_function.py."""
 
 from __future__ import annotations
@@ -95,16 +96,6 @@ def test_a_library_nobody_asked_for_is_reported_not_deleted(session_twin: Twin) 
         with node(twin, primary) as client:
             client.execute_command("FUNCTION", "DELETE", "foreign")
     assert not [f for f in twin.up().findings if f.code == "unexpected_function_library"]
-
-
-def test_a_primary_added_by_scaling_out_gets_the_library(own_twin: Twin) -> None:
-    report = own_twin.up(base_port=free_base_port(4), shards=3, replicas=0, sse_proxy=False)
-    assert report.healthy, report.findings
-    scaled = own_twin.up(shards=4)
-    assert scaled.healthy, scaled.findings
-    new = own_twin.settings().ports[-1]
-    assert ("function_load", f"{HOST}:{new}") in [(a.code, a.node) for a in scaled.actions]
-    everywhere(own_twin)
 
 
 def test_a_node_that_restarts_keeps_the_library(own_twin: Twin) -> None:

@@ -19,6 +19,7 @@ from redisops.reconcile import ReconcileOptions, ReconcileReport, reconcile
 from redisops.tls import ensure_twin_tls
 from smoke_tests.probes import tls_probe
 from tests.conftest import free_base_port
+from tests.integration.libraries import everywhere
 
 
 def cluster_of(twin: Twin, role: str = acl.ADMIN) -> redis.RedisCluster:
@@ -94,6 +95,7 @@ def test_scale_out_adds_a_shard_and_keeps_every_key(own_twin: Twin) -> None:
     base = free_base_port(8)
     own_twin.up(base_port=base, sse_proxy=False)
     fill(own_twin, 3000)
+    before = set(own_twin.settings().ports)
     report = own_twin.up(shards=4)
     assert report.healthy, report.findings
     codes = [a.code for a in report.actions]
@@ -103,6 +105,10 @@ def test_scale_out_adds_a_shard_and_keeps_every_key(own_twin: Twin) -> None:
     assert len(primaries) == 4
     assert all(n["slot_count"] > 3000 for n in primaries)
     assert key_count(own_twin) == 3000
+    # the new primary gets the function library the proxy publishes through
+    added = {f"{HOST}:{p}" for p in set(own_twin.settings().ports) - before}
+    assert any(a.code == "function_load" and a.node in added for a in report.actions)
+    everywhere(own_twin)
     assert own_twin.up().actions == []
 
 
