@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1.7
 # One image for the SSE proxy (`sse-proxy`), the `redisops` CLI (reconcile, backups,
 # restore drills) and the smoke suite (`redisops smoke`, `python -m smoke_tests.sse_check`).
 #

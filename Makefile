@@ -12,10 +12,10 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 REPORTS ?= reports
 
-.PHONY: help venv redis-server browser up down status smoke lint unit chart infra integration test bench bench-sse bench-backup lock clean
+.PHONY: help venv redis-server browser container-engine image up down status smoke lint unit chart infra integration test bench bench-sse bench-backup lock clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,17 @@ browser: ## install Debian's chromium when missing (the browser test drives it)
 		$(SUDO) apt-get update -q && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
 	fi
+
+container-engine: ## install Debian's docker.io and debootstrap when missing (the image build, the plan run)
+	@if [ -x /usr/sbin/dockerd ] && [ -x /usr/bin/docker ] && command -v debootstrap >/dev/null; then \
+		echo "container engine: $$(/usr/bin/docker --version)"; \
+	else \
+		$(SUDO) apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker.io debootstrap; \
+	fi
+
+image: venv container-engine ## build the platform image from the Dockerfile here (no registry: a local Debian base); cached by content
+	$(BIN)/python -m devtools image
 
 up: venv redis-server ## start the local twin (TLS + ACL Redis Cluster and the SSE proxy on 127.0.0.1)
 	$(BIN)/redisops local up

@@ -3,10 +3,10 @@
 No Pulumi CLI or cluster exists here, so the program is proven this way: the real
 `infra.__main__.main` runs against a monitor that records every resource registration
 (type, name, parent, provider, dependencies, inputs with secrets still marked), with the
-stack config read from the real `Pulumi.<stack>.yaml`. The mocks fill in what providers
-would compute (keys, certificates, passwords) with unique values, so tests can search the
-plan for them; generated passwords are returned as secrets, as the engine does for
-`RandomPassword.result`.
+stack config read from the real `Pulumi.<stack>.yaml`. The mocks compute what pulumi-tls
+and pulumi-random would (real keys, certificates and passwords, so the plan's Secrets
+work in real containers) and record the secret ones, so tests can search the plan for
+them; they are returned as secrets, as the engine does for `RandomPassword.result`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ import yaml
 from pulumi.runtime import mocks, rpc
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
+
+from tests.infra import provider_values
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "redis-platform"
@@ -154,10 +156,15 @@ class _Mocks(mocks.Mocks):
         self.plan = plan
         self.previous_outputs = previous_outputs or {}
 
-    def _generated(self, label: str, pem: str | None = None) -> str:
-        token = _token(self.plan.stack, label)
-        value = f"-----BEGIN {pem}-----\n{label}-{token}\n-----END {pem}-----\n" if pem else token
-        self.plan.generated_secrets.append(value)
+    def _real(self, typ: str, name: str, state: dict[str, Any]) -> Any:
+        """Real keys, certificates and passwords (tests/infra/provider_values.py); the
+        secret ones are recorded so tests can search the plan for them."""
+        value = provider_values.computed(typ, self.plan.stack, name, unwrap(state))
+        if typ == "tls:index/privateKey:PrivateKey":
+            self.plan.generated_secrets.append(value["privateKeyPem"])
+            self.plan.generated_secrets.append(value["privateKeyPemPkcs8"])
+        elif typ == "random:index/randomPassword:RandomPassword":
+            self.plan.generated_secrets.append(value)
         return value
 
     def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str, dict[str, Any]]:
@@ -172,32 +179,19 @@ class _Mocks(mocks.Mocks):
                 "secretOutputNames": [],
             }
         if typ == "random:index/randomPassword:RandomPassword":
-            state["result"] = _secret(self._generated(args.name))
+            value = self._real(typ, args.name, state)
+            state["result"] = _secret(value)
             state["bcryptHash"] = _secret("$2a$10$" + _token("bcrypt", args.name))
         elif typ == "tls:index/privateKey:PrivateKey":
-            key = self._generated(args.name, "EC PRIVATE KEY")
-            state.update(
-                privateKeyPem=_secret(key),
-                privateKeyOpenssh=_secret(key),
-                privateKeyPemPkcs8=_secret(key),
-                publicKeyPem=f"-----BEGIN PUBLIC KEY-----\n{args.name}\n-----END PUBLIC KEY-----\n",
-            )
+            pems = self._real(typ, args.name, state)
+            state.update({k: _secret(v) if k != "publicKeyPem" else v for k, v in pems.items()})
         elif typ == "tls:index/certRequest:CertRequest":
-            state["certRequestPem"] = "\n".join(
-                [
-                    "-----BEGIN CERTIFICATE REQUEST-----",
-                    args.name,
-                    "-----END CERTIFICATE REQUEST-----",
-                ]
-            )
+            state["certRequestPem"] = self._real(typ, args.name, state)
         elif typ in (
             "tls:index/selfSignedCert:SelfSignedCert",
             "tls:index/locallySignedCert:LocallySignedCert",
         ):
-            state["certPem"] = (
-                f"-----BEGIN CERTIFICATE-----\n{args.name}-{_token('cert', args.name)}\n"
-                "-----END CERTIFICATE-----\n"
-            )
+            state["certPem"] = self._real(typ, args.name, state)
             state["readyForRenewal"] = False
         else:
             state.update(_gcp_computed(typ, state))
