@@ -11,11 +11,17 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY pyproject.toml README.md constraints.txt ./
+# Dependencies first, in their own layer: a change to the sources alone reinstalls only
+# the project (empty package directories stand in for the sources here).
+RUN python -m venv /opt/redis-platform \
+ && mkdir redisops sse_proxy smoke_tests \
+ && /opt/redis-platform/bin/pip install --constraint constraints.txt . \
+ && /opt/redis-platform/bin/pip uninstall --yes redis-platform
 COPY redisops ./redisops
 COPY sse_proxy ./sse_proxy
 COPY smoke_tests ./smoke_tests
-RUN python -m venv /opt/redis-platform \
- && /opt/redis-platform/bin/pip install --constraint constraints.txt . \
+RUN /opt/redis-platform/bin/pip install --no-deps --constraint constraints.txt . \
+ && /opt/redis-platform/bin/pip check \
  && /opt/redis-platform/bin/redisops --help >/dev/null \
  && /opt/redis-platform/bin/sse-proxy --help >/dev/null
 

@@ -89,8 +89,10 @@ def job_pod(
         "command": ["redisops"],
         "args": args,
         "env": [
-            {"name": "HOME", "value": f"{WORK}/home"},
-            {"name": "TMPDIR", "value": f"{WORK}/tmp"},  # noqa: S108 (the emptyDir)
+            # The emptyDir's mount point itself: an empty volume has no subdirectories,
+            # and on a read-only root Python finds no other temp directory.
+            {"name": "HOME", "value": WORK},
+            {"name": "TMPDIR", "value": WORK},
             {"name": "REDISOPS_STATE_DIR", "value": f"{WORK}/state"},
         ],
         "resources": {"requests": {"cpu": "100m", "memory": memory}, "limits": {"memory": memory}},

@@ -59,8 +59,10 @@ def drill_job(
         args=args,
         env=[
             k8s.V1EnvVar(name="REDISOPS_STATE_DIR", value=f"{WORK}/scratch"),
-            k8s.V1EnvVar(name="TMPDIR", value=f"{WORK}/tmp"),  # noqa: S108 (the emptyDir)
-            k8s.V1EnvVar(name="HOME", value=f"{WORK}/home"),
+            # The emptyDir's mount point itself: an empty volume has no subdirectories,
+            # and on a read-only root Python finds no other temp directory.
+            k8s.V1EnvVar(name="TMPDIR", value=WORK),
+            k8s.V1EnvVar(name="HOME", value=WORK),
         ],
         resources=k8s.V1ResourceRequirements(
             requests={"cpu": cpu, "memory": memory},

@@ -571,15 +571,39 @@ def test_health_readiness_and_metrics(proxy: ProxyProcess, session_twin: Twin) -
     assert 'sse_http_requests_total{method="GET",route="subscribe",status="200"}' in text
 
 
+def _tcp_ports_of(pid: int) -> set[int]:
+    """Local TCP ports of the sockets process `pid` holds (from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = str(fd.readlink())
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def test_redis_connections_do_not_grow_with_clients(session_twin: Twin, tmp_path: Path) -> None:
     def proxy_connections() -> int:
+        """Connections of this proxy process only (other tests' proxies come and go)."""
         client = admin(session_twin)
         try:
             lists: Any = client.client_list(target_nodes=client.ALL_NODES)
         finally:
             client.close()
         rows = [c for node in lists.values() for c in node] if isinstance(lists, dict) else lists
-        return sum(1 for c in rows if c.get("user") in ("reader", "publisher"))
+        mine = _tcp_ports_of(own.pid)
+        return sum(
+            1
+            for c in rows
+            if c.get("user") in ("reader", "publisher")
+            and int(str(c.get("addr", ":0")).rsplit(":", 1)[1]) in mine
+        )
 
     with running_proxy(session_twin, tmp_path) as own:
         stream = stream_name()
