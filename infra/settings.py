@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from infra.cron import max_cron_interval_minutes
+from redisops import engine
 from redisops.acl import DEFAULT_STREAMS, ROLES, validate_stream_patterns
 from redisops.conf import MaxmemoryPolicy
 from redisops.errors import ConfigError
@@ -79,7 +80,11 @@ class RedisSettings(Strict):
     shards: int = 3
     replicas: int = 1
     node_timeout_ms: int = Field(default=5000, alias="nodeTimeoutMs", ge=500, le=60_000)
-    image: str = Field(description="official redis image, repository@sha256:digest in prod")
+    image: str | None = Field(
+        default=None,
+        description="the Redis image; default (and recommended): platformImage, whose "
+        "redis-server is the build the backup tools read (redisops/engine.py)",
+    )
     exporter_image: str = Field(alias="exporterImage")
     storage_class: str = Field(default="premium-rwo", alias="storageClass")
     storage_size: str = Field(default="10Gi", alias="storageSize", pattern=MEMORY)
@@ -604,6 +609,11 @@ class StackSettings(Strict):
         default=None, alias="kubeContext", description="kubeconfig context; default: current"
     )
 
+    @property
+    def redis_image(self) -> str:
+        """What the StatefulSet runs: the platform image unless redis.image says otherwise."""
+        return self.redis.image or self.platform_image
+
     @model_validator(mode="before")
     @classmethod
     def _from_gcp(cls, data: Any) -> Any:
@@ -696,10 +706,14 @@ def redis_fit_problem(settings: StackSettings) -> str | None:
 
 def stack_problems(settings: StackSettings) -> list[tuple[str, str]]:
     """(key, problem and fix) for each check across sections of the stack."""
+    problems: list[tuple[str, str]] = []
+    if settings.redis.image is not None:
+        problem = engine.image_problem(settings.redis.image, settings.platform_image)
+        if problem:
+            problems.append(("redis.image", problem))
     gcp = settings.gcp
     if gcp is None:
-        return []
-    problems: list[tuple[str, str]] = []
+        return problems
     if gcp.gke.create and len(set(gcp.zones)) < 3:
         problems.append(
             (
@@ -945,7 +959,7 @@ def production_problems(settings: StackSettings) -> list[tuple[str, str]]:
             ("redis.replicas", "is 0 in prod: a node failure would lose its shard; use 1 or more")
         )
     for key, image in (
-        ("redis.image", settings.redis.image),
+        ("redis.image", settings.redis_image),
         ("redis.exporterImage", settings.redis.exporter_image),
         ("platformImage", settings.platform_image),
     ):

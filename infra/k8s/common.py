@@ -20,9 +20,9 @@ HEADLESS = "redis-cluster-headless"
 CLIENT_SERVICE = "redis-cluster"
 PROXY_RELEASE = "sse-proxy"
 
-# The official redis image runs as uid/gid 999; the platform image as 10001.
-REDIS_UID = 999
+# The platform image's user; the Redis pods run that image too (one Redis build).
 PLATFORM_UID = 10001
+REDIS_UID = PLATFORM_UID
 
 PART_OF = {"app.kubernetes.io/part-of": "redis-platform", "app.kubernetes.io/managed-by": "pulumi"}
 REDIS_SELECTOR = {"app.kubernetes.io/name": "redis-cluster", "app.kubernetes.io/instance": "redis"}

@@ -157,7 +157,8 @@ def pod_spec(settings: StackSettings) -> dict[str, Any]:
 
     server = {
         "name": "redis",
-        "image": redis.image,
+        # One Redis build: the platform image's redis-server, which its backup tools read.
+        "image": settings.redis_image,
         "command": ["sh", f"{SCRIPTS_DIR}/start.sh"],
         "args": [
             f"{ROOT}/conf/redis.conf",

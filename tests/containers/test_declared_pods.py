@@ -5,6 +5,7 @@ an outside run of the image, which tests on the host passed over."""
 from __future__ import annotations
 
 import copy
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 
 from devtools import pods
 from devtools.engine import Engine
+from redisops import engine as redis_engine
 from redisops.backup import drill_job
 from tests.infra import harness
 
@@ -132,7 +134,7 @@ def test_backup_written_by_the_deployed_redis_is_read_by_the_image_tools(
         load = (
             "cp /dump/dump.rdb /tmp/ && redis-server --port 6391 --dir /tmp --save '' "
             "--daemonize yes && sleep 0.5 && redis-cli -p 6391 DBSIZE && "
-            "redis-cli -p 6391 FUNCTION LIST | grep -c lib"
+            "redis-cli -p 6391 FUNCTION LIST | grep -cx lib"
         )
         loaded = engine.run(
             [
@@ -153,3 +155,28 @@ def test_backup_written_by_the_deployed_redis_is_read_by_the_image_tools(
         assert loaded.stdout.split()[:2] == ["2", "1"], loaded.stdout + loaded.stderr
     finally:
         engine.run(["volume", "rm", "-f", volume], check=False)
+
+
+def test_one_redis_build_in_the_image_the_statefulset_and_the_twin(
+    engine: Engine, platform_image: str, dev_plan: harness.Plan
+) -> None:
+    """The StatefulSet's servers, the image's tools and the twin's servers are one release
+    line, the one the settings check images against (redisops/engine.py)."""
+    statefulset = dev_plan.one("StatefulSet", "redis-cluster")
+    images = {c["image"] for c in statefulset["spec"]["template"]["spec"]["containers"]}
+    assert platform_image in images
+    versions = {}
+    for tool in ("redis-server", "redis-check-rdb", "redis-cli"):
+        out = engine.run(["run", "--rm", "--entrypoint", tool, platform_image, "--version"])
+        versions[tool] = out.stdout.strip()
+    host = subprocess.run(
+        ["redis-server", "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    assert redis_engine.server_version(versions["redis-server"]) == redis_engine.TOOLS_VERSION
+    assert redis_engine.server_version(host) == redis_engine.TOOLS_VERSION, (
+        f"the twin runs {host.strip()}, not the platform image's {versions['redis-server']}"
+    )
+    # redis-check-rdb and redis-cli print `<tool> 7.0.15`: the same release as the server
+    server = versions["redis-server"].split("v=")[1].split()[0]
+    assert versions["redis-check-rdb"].split()[-1] == server
+    assert versions["redis-cli"].split()[-1] == server

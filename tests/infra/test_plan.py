@@ -122,7 +122,9 @@ def test_statefulset_shape(plan: harness.Plan, settings: Any) -> None:
         "cpu": settings.redis.resources.cpu,
         "memory": settings.redis.resources.memory,
     }
-    assert redis["image"] == settings.redis.image
+    # one Redis build: the servers run the image whose tools verify and restore backups
+    assert redis["image"] == settings.platform_image
+    assert pod["securityContext"]["runAsUser"] == common.PLATFORM_UID
     # each node announces its stable pod DNS name
     announce = " ".join(redis["args"])
     assert (

@@ -42,10 +42,24 @@ def redis_of(stack: str, **changes: Any) -> dict[str, Any]:
         ("prod", {"redis": redis_of("prod", replicas=0)}, "redis.replicas", "use 1 or more"),
         (
             "prod",
-            {"redis": redis_of("prod", image="redis:7.2.5")},
+            {"redis": redis_of("prod", image="redis:7.0.15")},
             "redis.image",
             "not pinned by digest",
         ),
+        # One Redis build: an engine newer than the image's backup tools is refused.
+        (
+            "prod",
+            {"redis": redis_of("prod", image="redis:7.2.5@sha256:" + "a" * 64)},
+            "redis.image",
+            "writes RDB format 11, newer than the platform image's tools read (Redis 7.0",
+        ),
+        (
+            "dev",
+            {"redis": redis_of("dev", image="redis:8.0.2")},
+            "redis.image",
+            "(Redis 8.0) writes RDB format 12",
+        ),
+        ("dev", {"redis": redis_of("dev", image="redis:latest")}, "redis.image", "names no Redis"),
         (
             "prod",
             {"platformImage": "europe-docker.pkg.dev/p/r/redis-platform:latest"},
