@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 REPORTS ?= reports
 
-.PHONY: help venv redis-server browser container-engine image up down status smoke lint unit chart infra integration test bench bench-sse bench-backup lock clean
+.PHONY: help venv redis-server browser container-engine image plan-run up down status smoke lint unit chart infra integration test bench bench-sse bench-backup lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -80,7 +80,10 @@ infra: venv ## the Pulumi program under the mock runtime: the recorded plan of d
 integration: venv redis-server browser ## real redis-server processes, the SSE proxy, a browser, the smoke suite
 	$(BIN)/pytest tests/integration -q
 
-test: lint unit chart infra integration ## everything CI runs
+plan-run: venv redis-server container-engine ## the image built here; every pod of the recorded dev plan run as its container, as declared
+	$(BIN)/pytest tests/containers -q
+
+test: lint unit chart infra integration plan-run ## everything CI runs
 
 bench: venv redis-server ## cold start and failover numbers, 5 runs each (not part of test)
 	$(BIN)/python bench/twin_bench.py --runs 5

@@ -15,8 +15,9 @@ What is mapped, field by field (anything else in a spec is refused, never droppe
 - volumes: `emptyDir` (a volume made world-writable as the kubelet makes it; `medium:
   Memory` on tmpfs), PersistentVolumeClaims (named volumes that outlive the pod, group
   owned by `fsGroup` as the kubelet's ownership change leaves them), ConfigMaps and
-  Secrets written as files with the declared `items`, `defaultMode`/`mode` and group
-  `fsGroup`, mounted read-only;
+  Secrets written as files with the declared `items`, `defaultMode`/`mode`, given to
+  group `fsGroup` with group read added (as the kubelet's ownership change does), mounted
+  read-only;
 - init containers run first, in order, each to success; `exec`, `httpGet` and
   `tcpSocket` probes are executed as declared; `preStop` (exec) runs before a stop, and
   the stop waits `terminationGracePeriodSeconds` before the engine kills.
@@ -28,6 +29,7 @@ import base64
 import contextlib
 import ipaddress
 import json
+import os
 import re
 import shlex
 import socket
@@ -40,6 +42,7 @@ from typing import Any
 
 import httpx
 
+from devtools.dns import NxdomainServer
 from devtools.engine import Engine, EngineError
 
 POD_KEYS = {
@@ -139,6 +142,9 @@ class Cluster:
     subnet: ipaddress.IPv4Network | None = None
     _next_host: int = 10
     pods: dict[str, RunningPod] = field(default_factory=dict)
+    #: NXDOMAIN for every name the engine's resolver does not know (None: not root, so
+    #: no port 53; then the pods keep the engine's default resolver options)
+    dns: NxdomainServer | None = None
 
     # ---- lifecycle ----------------------------------------------------------------
 
@@ -152,6 +158,8 @@ class Cluster:
             )
             if proc.returncode == 0:
                 self.subnet = subnet
+                with contextlib.suppress(PermissionError):
+                    self.dns = NxdomainServer(str(subnet.network_address + 1))
                 return
             if "overlap" not in proc.stderr and "Pool overlaps" not in proc.stderr:
                 raise EngineError(f"docker network create failed: {proc.stderr.strip()}")
@@ -177,6 +185,9 @@ class Cluster:
             self.engine.run(["volume", "rm", "-f", *volumes], check=False)
         if self.network:
             self.engine.run(["network", "rm", self.network], check=False)
+        if self.dns is not None:
+            self.dns.close()
+            self.dns = None
 
     # ---- objects ------------------------------------------------------------------
 
@@ -206,15 +217,22 @@ class Cluster:
         aliases: list[str] | None = None,
         claims: Mapping[str, str] | None = None,
         ip: str | None = None,
-        wait_init: bool = True,
+        absent: Mapping[str, str] | None = None,
     ) -> RunningPod:
-        """Start a pod: holder, volumes, init containers (each to success), containers."""
+        """Start a pod: holder, volumes, init containers (each to success), containers.
+        `absent`: containers not run, each with the reason (reported, never silent)."""
         unknown = set(spec) - POD_KEYS
         if unknown:
             raise PodError(f"pod {name}: fields not run here: {sorted(unknown)}")
-        pod = RunningPod(self, name, dict(spec), ip or self.allocate_ip(), dict(claims or {}))
+        declared = {c["name"] for c in spec.get("containers") or []}
+        if set(absent or {}) - declared:
+            raise PodError(f"pod {name}: no containers {sorted(set(absent or {}) - declared)}")
+        kept = dict(spec)
+        kept["containers"] = [c for c in spec["containers"] if c["name"] not in (absent or {})]
+        pod = RunningPod(self, name, kept, ip or self.allocate_ip(), dict(claims or {}))
+        pod.absent = dict(absent or {})
         self.pods[name] = pod
-        pod.start(aliases or [], wait_init=wait_init)
+        pod.start(aliases or [])
         return pod
 
     def delete_pod(self, name: str) -> None:
@@ -233,6 +251,8 @@ class RunningPod:
     claims: dict[str, str]
     probes: list[ProbeResult] = field(default_factory=list)
     stop_report: dict[str, Any] = field(default_factory=dict)
+    #: declared containers not run, with the reason
+    absent: dict[str, str] = field(default_factory=dict)
     _run_dir: Path | None = None
 
     @property
@@ -252,7 +272,7 @@ class RunningPod:
 
     # ---- start --------------------------------------------------------------------
 
-    def start(self, aliases: list[str], *, wait_init: bool) -> None:
+    def start(self, aliases: list[str]) -> None:
         self._run_dir = self.cluster.workdir / self.name
         if self._run_dir.exists():
             subprocess.run(["rm", "-rf", str(self._run_dir)], check=True)
@@ -266,7 +286,12 @@ class RunningPod:
         ns, domain = self.cluster.namespace, self.cluster.cluster_domain
         for search in (f"{ns}.svc.{domain}", f"svc.{domain}", domain):
             args += ["--dns-search", search]
-        args += ["--dns-option", "ndots:5", "--user", "65534:65534", "--read-only"]
+        # The kubelet's resolv.conf: search domains, ndots:5, and for names the engine's
+        # resolver does not know, an upstream that answers NXDOMAIN at once, as CoreDNS
+        # does (devtools/dns.py).
+        if self.cluster.dns is not None:
+            args += ["--dns", self.cluster.dns.address, "--dns-option", "ndots:5"]
+        args += ["--user", "65534:65534", "--read-only"]
         args += ["--cap-drop", "ALL", "--entrypoint", "sleep", image, "infinity"]
         self.engine.run(args)
         self._prepare_volumes()
@@ -347,12 +372,13 @@ class RunningPod:
             path = target / item["path"]
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data[item["key"]])
-            path.chmod(int(item.get("mode", default_mode)))
+            mode = int(item.get("mode", default_mode))
             if fs_group is not None:
-                # the kubelet gives a volume's files to the pod's fsGroup
-                import os
-
+                # the kubelet gives a read-only volume's files to the pod's fsGroup and
+                # adds group read (SetVolumeOwnership's 0440 mask)
                 os.chown(path, 0, int(fs_group))
+                mode |= 0o440
+            path.chmod(mode)
 
     # ---- containers ---------------------------------------------------------------
 
@@ -571,7 +597,10 @@ class RunningPod:
             now = time.monotonic()
             if now > deadline:
                 detail = {n: last.get(n) and last[n].detail for n in pending}  # type: ignore[union-attr]
-                raise PodError(f"pod {self.name} not ready after {timeout:.0f} s: {detail}")
+                logs = {n: self.logs(n)[-1500:] for n in pending}
+                raise PodError(
+                    f"pod {self.name} not ready after {timeout:.0f} s: {detail}; logs: {logs}"
+                )
             for name, kind in list(pending.items()):
                 if now < next_at[name]:
                     continue
@@ -614,10 +643,12 @@ class RunningPod:
         self.engine.run(["stop", "-t", str(remaining), *names], check=False, timeout=grace + 60)
         for container in self.spec.get("containers") or []:
             state = self.state(container["name"])
-            report[container["name"]].update(
-                exit=int(state["ExitCode"]),
-                killed=bool(state.get("OOMKilled")) or int(state["ExitCode"]) == 137,
-            )
+            entry = report[container["name"]]
+            entry["exit"] = int(state["ExitCode"])
+            entry["oom"] = bool(state.get("OOMKilled"))
+            entry["killed"] = entry["oom"] or entry["exit"] == 137
+            if entry["killed"]:
+                entry["log_tail"] = self.logs(container["name"])[-1500:]
         report["seconds"] = round(time.monotonic() - stop_started, 1)
         self.engine.run(["stop", "-t", "1", self.holder], check=False)
         self.stop_report = report
