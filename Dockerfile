@@ -25,15 +25,18 @@ RUN /opt/redis-platform/bin/pip install --no-deps --constraint constraints.txt .
  && /opt/redis-platform/bin/redisops --help >/dev/null \
  && /opt/redis-platform/bin/sse-proxy --help >/dev/null
 
-# --- runtime: no compilers, no pip cache; redis-cli (backups, checks), redis-check-rdb,
-#     and redis-server (scratch servers of restores and drills) ---
+# --- runtime: no compilers, no pip cache; redis-server (the StatefulSet's servers and
+#     the scratch servers of restores and drills: one Redis build), redis-cli,
+#     redis-check-rdb. /data and /var/lib/redis-platform belong to the app user, so
+#     volumes mounted there without Kubernetes' fsGroup (docker-compose.yml) are its own ---
 FROM ${PYTHON_IMAGE}
 RUN apt-get update \
  && apt-get install -y --no-install-recommends redis-tools redis-server \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 10001 app \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-      --shell /usr/sbin/nologin app
+      --shell /usr/sbin/nologin app \
+ && install -d -o 10001 -g 10001 -m 0700 /data /var/lib/redis-platform
 COPY --from=build /opt/redis-platform /opt/redis-platform
 ENV PATH=/opt/redis-platform/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

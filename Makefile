@@ -41,11 +41,11 @@ browser: ## install Debian's chromium when missing (the browser test drives it)
 	fi
 
 container-engine: ## install Debian's docker.io and debootstrap when missing (the image build, the plan run)
-	@if [ -x /usr/sbin/dockerd ] && [ -x /usr/bin/docker ] && command -v debootstrap >/dev/null; then \
+	@if [ -x /usr/sbin/dockerd ] && [ -x /usr/bin/docker ] && command -v docker-compose >/dev/null && command -v debootstrap >/dev/null; then \
 		echo "container engine: $$(/usr/bin/docker --version)"; \
 	else \
 		$(SUDO) apt-get update -q && \
-		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker.io debootstrap; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker.io docker-compose debootstrap; \
 	fi
 
 image: venv container-engine ## build the platform image from the Dockerfile here (no registry: a local Debian base); cached by content

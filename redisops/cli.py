@@ -33,6 +33,7 @@ from redisops.cli_common import emit as _emit_common
 from redisops.client import Credentials, Endpoint, TlsClient
 from redisops.cluster import format_ranges
 from redisops.errors import ConfigError, RedisOpsError
+from redisops.local import compose
 from redisops.local.twin import Twin
 from redisops.reconcile import ReconcileOptions, ReconcileReport, reconcile
 from redisops.topology import DesiredCluster, DesiredNode
@@ -189,6 +190,24 @@ def local_status(state_dir: StateDir = DEFAULT_STATE_DIR, json_out: JsonOut = Fa
         out.print(_status_table(status))
     if not status["healthy"]:
         raise typer.Exit(1)
+
+
+@local_app.command("compose-init")
+def local_compose_init(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where the compose services mount it from.")
+    ] = Path("/var/lib/redis-platform"),
+    shards: Annotated[int, typer.Option(help="Shards (>= 3).")] = 3,
+    replicas: Annotated[int, typer.Option(help="Replicas per shard.")] = 1,
+    node_timeout_ms: Annotated[int, typer.Option(help="cluster-node-timeout in ms.")] = 2000,
+    json_out: JsonOut = False,
+) -> None:
+    """Render docker-compose.yml's TLS material, passwords, ACL file (hashes only),
+    redis.conf, proxy config and smoke target for its service names; keeps what exists."""
+    result = compose.render(
+        directory, shards=shards, replicas=replicas, node_timeout_ms=node_timeout_ms
+    )
+    emit(result) if json_out else out.print(f"compose material in {directory}: {result['nodes']}")
 
 
 @local_app.command("start-node")
