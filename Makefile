@@ -40,13 +40,20 @@ browser: ## install Debian's chromium when missing (the browser test drives it)
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
 	fi
 
-container-engine: ## install Debian's docker.io and debootstrap when missing (the image build, the plan run)
-	@if [ -x /usr/sbin/dockerd ] && [ -x /usr/bin/docker ] && command -v docker-compose >/dev/null && command -v debootstrap >/dev/null; then \
-		echo "container engine: $$(/usr/bin/docker --version)"; \
-	else \
+container-engine: ## install Debian's docker.io, docker-compose and debootstrap when missing (the image build, the plan run)
+	@# An engine already installed (Docker CE, Debian's) is kept: docker.io would replace docker-ce.
+	@# A docker client alone is not an engine: install the daemon unless one exists or answers.
+	@if ! command -v dockerd >/dev/null && ! [ -x /usr/sbin/dockerd ] && ! docker info >/dev/null 2>&1; then \
 		$(SUDO) apt-get update -q && \
-		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker.io docker-compose debootstrap; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker.io; \
 	fi
+	@if ! command -v docker-compose >/dev/null && ! docker compose version >/dev/null 2>&1; then \
+		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose; \
+	fi
+	@if ! command -v debootstrap >/dev/null; then \
+		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap; \
+	fi
+	@echo "container engine: $$(docker --version 2>/dev/null || /usr/bin/docker --version)"
 
 image: venv container-engine ## build the platform image from the Dockerfile here (no registry: a local Debian base); cached by content
 	$(BIN)/python -m devtools image

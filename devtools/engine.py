@@ -203,6 +203,14 @@ def stop(engine: Engine) -> None:
         _unmount_leftovers(engine.root)
 
 
+def _is_dockerd(pid: int) -> bool:
+    """A stale pidfile may name another process by now."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "dockerd"
+    except OSError:
+        return False
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -232,7 +240,7 @@ def stop_private(root: Path = DEFAULT_ROOT) -> bool:
         pid = int(pidfile.read_text().strip())
     except (OSError, ValueError):
         return False
-    if not _alive(pid):
+    if not _alive(pid) or not _is_dockerd(pid):
         return False
     stop(Engine(host=f"unix://{private_socket(root)}", root=root, pid=pid))
     return True

@@ -20,7 +20,14 @@ What is mapped, field by field (anything else in a spec is refused, never droppe
   read-only;
 - init containers run first, in order, each to success; `exec`, `httpGet` and
   `tcpSocket` probes are executed as declared; `preStop` (exec) runs before a stop, and
-  the stop waits `terminationGracePeriodSeconds` before the engine kills.
+  the stop waits `terminationGracePeriodSeconds` before the engine kills; `restartPolicy`
+  becomes the engine's restart policy of the pod's containers.
+
+Not enforced, and said here rather than silently assumed: `emptyDir.sizeLimit`, resource
+requests (scheduling only), probe `periodSeconds`/`failureThreshold` while waiting for a
+pod (probes are polled each second until they pass, and liveness is run again before each
+stop), and a Job's `backoffLimit`/`activeDeadlineSeconds` (the caller runs a Job's pod
+once, with its own deadline).
 """
 
 from __future__ import annotations
@@ -82,6 +89,25 @@ CONTAINER_KEYS = {
     "lifecycle",
     "terminationMessagePolicy",
 }
+POD_SECURITY_KEYS = {
+    "runAsUser",
+    "runAsGroup",
+    "runAsNonRoot",
+    "fsGroup",
+    "supplementalGroups",
+    "seccompProfile",
+}
+CONTAINER_SECURITY_KEYS = {
+    "runAsUser",
+    "runAsGroup",
+    "runAsNonRoot",
+    "readOnlyRootFilesystem",
+    "allowPrivilegeEscalation",
+    "capabilities",
+    "seccompProfile",
+    "privileged",
+}
+RESTART = {"Always": "always", "OnFailure": "on-failure", "Never": "no"}
 MEMORY_UNITS = {
     "Ki": 2**10,
     "Mi": 2**20,
@@ -414,11 +440,18 @@ class RunningPod:
     def _security_flags(self, container: Mapping[str, Any]) -> list[str]:
         pod = self.pod_security
         own = dict(container.get("securityContext") or {})
+        unknown = (set(pod) - POD_SECURITY_KEYS) | (set(own) - CONTAINER_SECURITY_KEYS)
+        if unknown or own.get("privileged"):
+            raise PodError(
+                f"container {container['name']}: securityContext {sorted(unknown) or 'privileged'}"
+                " not run here"
+            )
         merged = {**pod, **own}
         uid, gid = merged.get("runAsUser"), merged.get("runAsGroup")
         flags: list[str] = []
         if uid is not None:
-            flags += ["--user", f"{uid}:{gid if gid is not None else uid}"]
+            # without runAsGroup the image's group for that user applies, as on Kubernetes
+            flags += ["--user", f"{uid}:{gid}" if gid is not None else str(uid)]
         if merged.get("runAsNonRoot") and (uid is None or int(uid) == 0):
             raise PodError(f"container {container['name']}: runAsNonRoot with uid {uid}")
         groups = list(pod.get("supplementalGroups") or [])
@@ -476,7 +509,12 @@ class RunningPod:
                 "(nothing can be pulled here; build or tag it first)"
             )
         args = ["run", "--name", self.container_name(container["name"])]
-        args += ["-d"] if detach else []
+        if detach:
+            # the kubelet restarts a pod's containers by its restartPolicy (not init ones)
+            policy = self.spec.get("restartPolicy", "Always")
+            if policy not in RESTART:
+                raise PodError(f"pod {self.name}: restartPolicy {policy!r} not run here")
+            args += ["-d", "--restart", RESTART[policy]]
         args += ["--network", f"container:{self.holder}"]
         for key, value in env.items():
             args += ["--env", f"{key}={value}"]
@@ -553,6 +591,8 @@ class RunningPod:
             code, out = self.exec(container, list(spec["exec"]["command"]), timeout)
             ok, detail = code == 0, f"exit {code}: {out[-300:]}"
         elif "httpGet" in spec:
+            if set(spec["httpGet"]) - {"path", "port"}:
+                raise PodError(f"{container} {kind}: httpGet {sorted(spec['httpGet'])} not run")
             port = self._port(container, spec["httpGet"]["port"])
             url = f"http://{self.ip}:{port}{spec['httpGet'].get('path', '/')}"
             try:
@@ -632,7 +672,13 @@ class RunningPod:
         for container in self.spec.get("containers") or []:
             name = container["name"]
             entry: dict[str, Any] = {}
-            hook = ((container.get("lifecycle") or {}).get("preStop") or {}).get("exec")
+            lifecycle = container.get("lifecycle") or {}
+            if set(lifecycle) - {"preStop"} or set(lifecycle.get("preStop") or {}) - {"exec"}:
+                raise PodError(f"{name}: lifecycle {lifecycle} not run here (exec preStop only)")
+            hook = (lifecycle.get("preStop") or {}).get("exec")
+            if self.state(name)["Running"] and container.get("livenessProbe"):
+                live = self.probe(name, "livenessProbe")
+                entry["liveness"] = {"ok": bool(live and live.ok), "detail": live and live.detail}
             if hook and self.state(name)["Running"]:
                 code, out = self.exec(name, list(hook["command"]), float(grace))
                 entry["preStop"] = {"exit": code, "output": out[-500:]}
@@ -668,8 +714,11 @@ class RunningPod:
 
 
 def _mount_spec(source: str, target: str) -> str:
-    kind = "bind" if source.startswith("/") else "volume"
-    return f"type={kind},source={source},target={target}"
+    if source.startswith("/"):
+        return f"type=bind,source={source},target={target}"
+    # nocopy: the engine would otherwise copy the image directory's owner and mode onto
+    # the volume, undoing the ownership the kubelet's rules gave it
+    return f"type=volume,source={source},target={target},volume-nocopy=true"
 
 
 def job_spec(job: Mapping[str, Any]) -> dict[str, Any]:

@@ -26,12 +26,13 @@ RDB_FORMAT = {
     (8, 2): 12,
 }
 TOOLS_RDB_FORMAT = RDB_FORMAT[TOOLS_VERSION]
-_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
+_VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.\d+)?(?:-\S+)?$")
 
 
 def parse_version(text: str) -> tuple[int, int] | None:
-    """(major, minor) from `redis-server --version` output or an image tag."""
-    match = _VERSION.search(text)
+    """(major, minor) of an image tag that is a Redis version (`7.0`, `7.0.15`,
+    `7.0.15-bookworm`); None for anything else (`alpine3.19`, `latest`)."""
+    match = _VERSION.match(text)
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
@@ -54,7 +55,8 @@ def image_problem(image: str, platform_image: str) -> str | None:
     """Why the StatefulSet may not run `image`, or None.
 
     The platform image itself is always right (one build). Another image is accepted only
-    when its tag names a Redis release whose RDB format the platform image's tools read.
+    when its tag names the same Redis release line as the tools (7.0). The tag is trusted:
+    a digest pinned under a misleading tag cannot be checked here.
     """
     if image == platform_image:
         return None
@@ -74,14 +76,22 @@ def image_problem(image: str, platform_image: str) -> str | None:
             "image's redis-check-rdb and scratch redis-server can read its backups; remove "
             "the key (the StatefulSet then runs platformImage, the one Redis build)"
         )
-    fmt = RDB_FORMAT.get(version)
-    if fmt is None or fmt > TOOLS_RDB_FORMAT:
-        writes = f"RDB format {fmt}" if fmt else "an RDB format unknown here"
+    if version != TOOLS_VERSION:
+        fmt = RDB_FORMAT.get(version)
+        if version < TOOLS_VERSION:
+            why = (
+                "is older than the platform's one Redis build: the ACL file and the "
+                "function library need Redis 7.0 features, and the tests prove only that build"
+            )
+        else:
+            writes = f"RDB format {fmt}" if fmt else "an RDB format unknown here"
+            why = (
+                f"writes {writes}, newer than the platform image's tools read (RDB format "
+                f"{TOOLS_RDB_FORMAT}): every backup would fail verify and restore"
+            )
         return (
-            f"{image!r} (Redis {version[0]}.{version[1]}) writes {writes}, newer than the "
-            f"platform image's tools read (Redis {TOOLS_VERSION[0]}.{TOOLS_VERSION[1]}, "
-            f"RDB format {TOOLS_RDB_FORMAT}): every backup would fail verify and restore. "
-            "Remove the key so the StatefulSet runs platformImage, or upgrade the tools in "
-            "the Dockerfile first"
+            f"{image!r} (Redis {version[0]}.{version[1]}) {why}. The platform runs Redis "
+            f"{TOOLS_VERSION[0]}.{TOOLS_VERSION[1]} everywhere; remove the key so the "
+            "StatefulSet runs platformImage, or change the tools in the Dockerfile first"
         )
     return None

@@ -43,12 +43,16 @@ def dev_settings() -> Any:
 
 
 @pytest.fixture(scope="session")
-def platform_image(engine: engines.Engine, image: BuiltImage, dev_settings: Any) -> str:
+def platform_image(engine: engines.Engine, image: BuiltImage, dev_settings: Any) -> Iterator[str]:
     """The plan's platform image reference, resolving to the image built here (what a
-    registry push by digest would make it on GKE)."""
+    registry push by digest would make it on GKE); untagged again at the end, so it never
+    shadows the registry's image on a developer's engine."""
     ref: str = dev_settings.platform_image
     engine.run(["tag", image.image, ref])
-    return ref
+    try:
+        yield ref
+    finally:
+        engine.run(["rmi", "--no-prune", ref], check=False)
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ REPLACED = {
     "exporter sidecar": "not run: oliver006/redis_exporter cannot be pulled here",
     "Services": "DNS aliases on the pods they select (no ClusterIP, no readiness gating)",
     "NetworkPolicies": "not enforced (no CNI here); checked on the recorded objects only",
+    "drill size": "3 scratch shards and 1Gi instead of the CLI's 4 and 4Gi (this machine)",
 }
 
 

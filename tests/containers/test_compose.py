@@ -17,7 +17,20 @@ from devtools.engine import Engine
 from devtools.image import BuiltImage
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPOSE = shutil.which("docker-compose")
+
+
+def _compose_command() -> list[str] | None:
+    """Debian's docker-compose 1.29, or Compose v2 as a docker plugin."""
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    for docker in ("/usr/bin/docker", shutil.which("docker")):
+        if docker and subprocess.run([docker, "compose", "version"], capture_output=True,
+                                     check=False).returncode == 0:  # fmt: skip
+            return [docker, "compose"]
+    return None
+
+
+COMPOSE = _compose_command()
 
 
 def _free_port() -> int:
@@ -41,7 +54,7 @@ def test_compose_up_forms_the_cluster_and_passes_the_smoke_suite(
 
     def compose(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [COMPOSE, "-f", str(ROOT / "docker-compose.yml"), *args],
+            [*COMPOSE, "-f", str(ROOT / "docker-compose.yml"), *args],
             env=env, capture_output=True, text=True, timeout=timeout, check=False,
         )  # fmt: skip
 

@@ -214,6 +214,8 @@ def test_the_dev_plan_runs_as_declared(
                 entry = stopped[container["name"]]
                 if "preStop" in entry:
                     assert entry["preStop"]["exit"] == 0, (pod.name, entry)
+                if "liveness" in entry:  # still live after everything the run did
+                    assert entry["liveness"]["ok"], (pod.name, entry)
                 assert not entry["killed"], f"{pod.name}/{container['name']}: {entry}"
     times["total"] = round(time.monotonic() - started, 1)
     print("plan run:", json.dumps(times), "backup:", json.dumps(backup)[:300])

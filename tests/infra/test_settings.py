@@ -51,7 +51,7 @@ def redis_of(stack: str, **changes: Any) -> dict[str, Any]:
             "prod",
             {"redis": redis_of("prod", image="redis:7.2.5@sha256:" + "a" * 64)},
             "redis.image",
-            "writes RDB format 11, newer than the platform image's tools read (Redis 7.0",
+            "writes RDB format 11, newer than the platform image's tools read",
         ),
         (
             "dev",

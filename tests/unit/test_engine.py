@@ -11,7 +11,13 @@ PLATFORM = "europe-docker.pkg.dev/p/r/redis-platform@sha256:" + "0" * 64
 
 @pytest.mark.parametrize(
     "image",
-    [PLATFORM, "redis:7.0.15", "redis:7.0", "redis:6.2.14@sha256:" + "1" * 64, "r.io/x/redis:7.0"],
+    [
+        PLATFORM,
+        "redis:7.0.15",
+        "redis:7.0",
+        "redis:7.0.15-bookworm@sha256:" + "1" * 64,
+        "r.io/x/redis:7.0",
+    ],
 )
 def test_images_whose_backups_the_tools_read_are_accepted(image: str) -> None:
     assert engine.image_problem(image, PLATFORM) is None
@@ -27,6 +33,9 @@ def test_images_whose_backups_the_tools_read_are_accepted(image: str) -> None:
         ("redis", "names no Redis version"),
         ("redis@sha256:" + "3" * 64, "names no Redis version"),
         ("localhost:5000/redis", "names no Redis version"),
+        ("redis:alpine3.19", "names no Redis version"),
+        ("redis:6.2.14", "older than the platform's one Redis build"),
+        ("redis:5.0", "older than"),
     ],
 )
 def test_images_newer_than_the_tools_or_unversioned_are_refused(image: str, says: str) -> None:
