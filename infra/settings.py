@@ -958,11 +958,13 @@ def production_problems(settings: StackSettings) -> list[tuple[str, str]]:
         problems.append(
             ("redis.replicas", "is 0 in prod: a node failure would lose its shard; use 1 or more")
         )
-    for key, image in (
-        ("redis.image", settings.redis_image),
+    images = [
         ("redis.exporterImage", settings.redis.exporter_image),
         ("platformImage", settings.platform_image),
-    ):
+    ]
+    if settings.redis.image is not None:  # unset: the StatefulSet runs platformImage
+        images.insert(0, ("redis.image", settings.redis.image))
+    for key, image in images:
         if not DIGEST.match(image):
             problems.append(
                 (
