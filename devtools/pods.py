@@ -35,10 +35,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import ipaddress
-import json
 import os
 import re
-import shlex
 import socket
 import subprocess
 import time
@@ -745,12 +743,3 @@ def cluster(
                 if not pod.stop_report:
                     pod.stop()
         stand_in.cleanup()
-
-
-def describe(args: list[str]) -> str:
-    """A docker command line for messages."""
-    return shlex.join(args)
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, default=str)

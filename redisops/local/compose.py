@@ -30,18 +30,8 @@ class Layout:
     root: Path
 
     @property
-    def ca(self) -> Path:
-        return self.root / "tls" / "ca.crt"
-
-    @property
-    def ca_key(self) -> Path:
-        return self.root / "tls" / "ca.key"
-
-    def cert(self, name: str) -> Path:
-        return self.root / "tls" / name / "tls.crt"
-
-    def key(self, name: str) -> Path:
-        return self.root / "tls" / name / "tls.key"
+    def tls(self) -> tls.TlsLayout:
+        return tls.TlsLayout(self.root / "tls")
 
     def password(self, role: str) -> Path:
         return self.root / "users" / role / "password"
@@ -83,35 +73,6 @@ def _write(path: Path, data: str, *, private: bool) -> None:
         path.write_text(data)
 
 
-def _ensure_tls(layout: Layout, nodes: list[str]) -> None:
-    if layout.ca.exists() and layout.ca_key.exists():
-        ca = tls.Issued(layout.ca_key.read_bytes(), layout.ca.read_bytes())
-    else:
-        ca = tls.new_ca("redis-platform compose CA")
-        _write(layout.ca_key, ca.key_pem.decode(), private=True)
-        _write(layout.ca, ca.cert_pem.decode(), private=False)
-    wanted = {
-        "node": ([*nodes, "localhost"], True),
-        **{name: ([], False) for name in CLIENT_CERTS},
-    }
-    for name, (dns_names, server) in wanted.items():
-        cert = layout.cert(name)
-        if cert.exists() and layout.key(name).exists():
-            issued = tls.Issued(layout.key(name).read_bytes(), cert.read_bytes())
-            if tls.covers(issued.certificate, dns_names, ["127.0.0.1"] if server else []):
-                continue
-        issued = tls.issue(
-            ca,
-            f"redis-platform {name}",
-            dns_names=dns_names,
-            ip_addresses=["127.0.0.1"] if server else [],
-            server_auth=server,
-            client_auth=True,
-        )
-        _write(layout.key(name), issued.key_pem.decode(), private=True)
-        _write(cert, issued.cert_pem.decode(), private=False)
-
-
 def _ensure_passwords(layout: Layout) -> dict[str, str]:
     passwords = {}
     for role in acl.ROLES:
@@ -130,9 +91,9 @@ def node_spec(layout: Layout, node_timeout_ms: int) -> NodeSpec:
         bind=("0.0.0.0",),  # noqa: S104 (a container's own network namespace)
         data_dir="/data",
         tls=TlsFiles(
-            ca_cert_file=str(layout.ca),
-            cert_file=str(layout.cert("node")),
-            key_file=str(layout.key("node")),
+            ca_cert_file=str(layout.tls.ca_cert),
+            cert_file=str(layout.tls.node_cert),
+            key_file=str(layout.tls.node_key),
         ),
         tls_auth_clients="yes",
         aclfile=str(layout.acl),
@@ -150,9 +111,9 @@ def proxy_config(layout: Layout, nodes: list[str], streams: tuple[str, ...]) -> 
         "redis_mode": "cluster",
         "redis_nodes": [f"{n}:{REDIS_PORT}" for n in nodes],
         "redis_tls": True,
-        "redis_tls_ca_file": str(layout.ca),
-        "redis_tls_cert_file": str(layout.cert("proxy")),
-        "redis_tls_key_file": str(layout.key("proxy")),
+        "redis_tls_ca_file": str(layout.tls.ca_cert),
+        "redis_tls_cert_file": str(layout.tls.client_cert("proxy")),
+        "redis_tls_key_file": str(layout.tls.client_key("proxy")),
         "reader_username": acl.READER,
         "reader_password_file": str(layout.password(acl.READER)),
         "publisher_username": acl.PUBLISHER,
@@ -181,9 +142,9 @@ def smoke_target(
         "can_disrupt": False,
         "nodes": [{"endpoint": f"{n}:{REDIS_PORT}"} for n in nodes],
         "tls": {
-            "ca": str(layout.ca),
-            "cert": str(layout.cert("jobs")),
-            "key": str(layout.key("jobs")),
+            "ca": str(layout.tls.ca_cert),
+            "cert": str(layout.tls.client_cert("jobs")),
+            "key": str(layout.tls.client_key("jobs")),
         },
         "users": {
             role: {"username": role, "password_file": str(layout.password(role))}
@@ -210,7 +171,7 @@ def render(
         raise ConfigError(f"compose: {shards} shards x {replicas} replicas; use >= 3 shards")
     layout = Layout(root)
     nodes = node_names(shards * (1 + replicas))
-    _ensure_tls(layout, nodes)
+    tls.ensure_twin_tls(layout.tls, CLIENT_CERTS, [*nodes, "localhost"], ["127.0.0.1"])
     passwords = _ensure_passwords(layout)
     hashes = {role: [acl.hash_password(p)] for role, p in passwords.items()}
     _write(layout.acl, acl.render_acl_file(hashes, streams), private=True)

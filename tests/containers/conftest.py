@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -59,8 +58,3 @@ def platform_image(engine: engines.Engine, image: BuiltImage, dev_settings: Any)
 def prefix() -> str:
     """A name prefix this test owns for its containers, volumes and network."""
     return f"rp{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    return tmp_path

@@ -12,9 +12,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import helm_python
-import yaml
-
 from devtools import pods
 from infra.k8s import common
 from redisops.backup import drill_job
@@ -34,24 +31,6 @@ REPLACED = {
     "NetworkPolicies": "not enforced (no CNI here); checked on the recorded objects only",
     "drill size": "3 scratch shards and 1Gi instead of the CLI's 4 and 4Gi (this machine)",
 }
-
-
-def chart_objects(plan: harness.Plan) -> list[dict[str, Any]]:
-    """The sse-proxy chart rendered by the Helm engine with the values the plan passes."""
-    (release,) = plan.of_type("kubernetes:helm.sh/v4:Chart")
-    inputs = release.inputs
-    chart = helm_python.Chart.load(inputs["chart"])
-    try:
-        files = chart.render(inputs["values"], name=inputs["name"], namespace=inputs["namespace"])
-    finally:
-        chart.close()
-    return [
-        doc
-        for path, text in sorted(files.items())
-        if path.endswith((".yaml", ".yml")) and "/tests/" not in path
-        for doc in yaml.safe_load_all(text)
-        if doc
-    ]
 
 
 def objects(plan: harness.Plan, chart: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -89,35 +68,39 @@ def with_bucket(spec: Mapping[str, Any], *, read_only: bool) -> dict[str, Any]:
     return result
 
 
-def reconcile_pod(plan: harness.Plan) -> dict[str, Any]:
-    (job,) = plan.kube("Job")
-    spec = pods.job_spec(job.manifest)
-    (container,) = spec["containers"]
-    container["args"] = [a for a in container["args"] if a != "--zones-from-kubernetes"]
-    return spec
-
-
-def backup_pod(plan: harness.Plan) -> dict[str, Any]:
-    return with_bucket(pods.job_spec(plan.one("CronJob", "redis-backup")), read_only=False)
-
-
-def smoke_pod(plan: harness.Plan) -> dict[str, Any]:
+def declared_jobs(plan: harness.Plan, settings: Any, **drill: Any) -> dict[str, dict[str, Any]]:
+    """Every Job pod the platform runs, as declared: the plan's reconcile Job and backup
+    CronJob, the smoke Job spec it exports, and the restore-drill Job `redisops drill`
+    creates (`drill`: its sizes)."""
+    (reconcile,) = plan.kube("Job")
     smoke, _ = plan.outputs["smokeJob"]
-    return with_bucket(pods.job_spec(smoke), read_only=True)
-
-
-def drill_pod(settings: Any) -> dict[str, Any]:
-    job = drill_job.as_dict(
-        drill_job.drill_job(
-            namespace="redis-drill",
-            image=settings.platform_image,
-            location=BUCKET_LOCATION,
-            service_account="redis-drill",
-            scratch_shards=3,
-            memory="1Gi",
-        )
+    drill_spec = drill_job.drill_job(
+        namespace="redis-drill",
+        image=settings.platform_image,
+        location=plan.outputs["backupLocation"][0],
+        service_account="redis-drill",
+        **drill,
     )
-    return with_bucket(pods.job_spec(job), read_only=True)
+    return {
+        "reconcile": pods.job_spec(reconcile.manifest),
+        "backup": pods.job_spec(plan.one("CronJob", "redis-backup")),
+        "smoke": pods.job_spec(smoke),
+        "drill": pods.job_spec(drill_job.as_dict(drill_spec)),
+    }
+
+
+def job_pods(plan: harness.Plan, settings: Any) -> dict[str, dict[str, Any]]:
+    """The Job pods as the plan run starts them (REPLACED): the bucket volume instead of
+    Cloud Storage, reconcile without the API server's zones, the drill sized for here."""
+    jobs = declared_jobs(plan, settings, scratch_shards=3, memory="1Gi")
+    (container,) = jobs["reconcile"]["containers"]
+    container["args"] = [a for a in container["args"] if a != "--zones-from-kubernetes"]
+    return {
+        "reconcile": jobs["reconcile"],
+        "backup": with_bucket(jobs["backup"], read_only=False),
+        "smoke": with_bucket(jobs["smoke"], read_only=True),
+        "drill": with_bucket(jobs["drill"], read_only=True),
+    }
 
 
 def redis_pods(plan: harness.Plan, settings: Any) -> list[tuple[str, dict[str, Any], list[str]]]:

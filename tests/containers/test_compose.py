@@ -58,6 +58,13 @@ def test_compose_up_forms_the_cluster_and_passes_the_smoke_suite(
             env=env, capture_output=True, text=True, timeout=timeout, check=False,
         )  # fmt: skip
 
+    def ca_certificate() -> str:
+        """The CA the init service generated, from the material volume."""
+        return engine.run(
+            ["run", "--rm", "-v", f"{prefix}_material:/m:ro", "--entrypoint", "cat",
+             image.image, "/m/tls/ca.crt"]
+        ).stdout  # fmt: skip
+
     def smoke_run() -> tuple[int, str]:
         up = compose("up", "-d", "--no-build")
         assert up.returncode == 0, up.stderr[-1500:] + compose("logs", "reconcile").stdout[-4000:]
@@ -80,17 +87,11 @@ def test_compose_up_forms_the_cluster_and_passes_the_smoke_suite(
         ports = engine.run(["port", compose("ps", "-q", "proxy").stdout.strip()]).stdout
         assert ports.strip().endswith(f"127.0.0.1:{port}"), ports
         # the same credentials and certificates after a second `up`, and the gate passes
-        ca_before = engine.run(
-            ["run", "--rm", "-v", f"{prefix}_material:/m:ro", "--entrypoint", "cat",
-             image.image, "/m/tls/ca.crt"]
-        ).stdout  # fmt: skip
+        ca_before = ca_certificate()
         compose("stop", timeout=120)
         code, logs = smoke_run()
         assert code == 0, f"smoke failed after a restart:\n{logs[-5000:]}"
-        ca_after = engine.run(
-            ["run", "--rm", "-v", f"{prefix}_material:/m:ro", "--entrypoint", "cat",
-             image.image, "/m/tls/ca.crt"]
-        ).stdout  # fmt: skip
+        ca_after = ca_certificate()
         assert ca_before == ca_after and "BEGIN CERTIFICATE" in ca_before
         print(f"compose: first up to smoke passed in {first_s:.1f} s")
     finally:

@@ -4,7 +4,6 @@ an outside run of the image, which tests on the host passed over."""
 
 from __future__ import annotations
 
-import copy
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 from devtools import pods
 from devtools.engine import Engine
 from redisops import engine as redis_engine
-from redisops.backup import drill_job
+from tests.containers import plan_run
 from tests.infra import harness
 
 # What every Job does in its first second: Python's temp directory (pytest, backup
@@ -31,27 +30,6 @@ print("ok", path, state)
 """
 
 
-def job_pods(plan: harness.Plan, settings: Any) -> dict[str, dict[str, Any]]:
-    """Every Job pod the platform runs: the plan's reconcile Job and backup CronJob, the
-    smoke Job spec it exports, and the restore-drill Job `redisops drill` creates."""
-    (reconcile,) = plan.kube("Job")
-    smoke, _ = plan.outputs["smokeJob"]
-    drill = drill_job.as_dict(
-        drill_job.drill_job(
-            namespace="redis-drill",
-            image=settings.platform_image,
-            location="gs://bucket/redis",
-            service_account="redis-drill",
-        )
-    )
-    return {
-        "reconcile": pods.job_spec(reconcile.manifest),
-        "backup": pods.job_spec(plan.one("CronJob", "redis-backup")),
-        "smoke": pods.job_spec(smoke),
-        "drill": pods.job_spec(drill),
-    }
-
-
 @pytest.mark.parametrize("job", ["reconcile", "backup", "smoke", "drill"])
 def test_job_container_has_a_temp_and_state_directory_at_start(
     job: str,
@@ -60,12 +38,12 @@ def test_job_container_has_a_temp_and_state_directory_at_start(
     dev_plan: harness.Plan,
     dev_settings: Any,
     prefix: str,
-    workdir: Path,
+    tmp_path: Path,
 ) -> None:
-    spec = copy.deepcopy(job_pods(dev_plan, dev_settings)[job])
+    spec = plan_run.declared_jobs(dev_plan, dev_settings)[job]
     (container,) = spec["containers"]
     container["command"], container["args"] = ["python", "-c", START_CHECK], []
-    with pods.cluster(engine, "redis", "cluster.local", workdir, prefix) as stand_in:
+    with pods.cluster(engine, "redis", "cluster.local", tmp_path, prefix) as stand_in:
         for registration in dev_plan.kube("Secret") + dev_plan.kube("ConfigMap"):
             stand_in.add_object(registration.manifest)
         stand_in.add_object(

@@ -4,6 +4,7 @@ the order a first rollout goes, then a pod rescheduled onto a new address."""
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import time
@@ -12,7 +13,6 @@ from typing import Any
 
 from devtools import pods
 from devtools.engine import Engine
-from redisops.backup import drill_job
 from tests.containers import plan_run
 from tests.infra import harness
 
@@ -27,6 +27,19 @@ def _claims(prefix: str, spec: dict[str, Any]) -> dict[str, str]:
         for v in spec.get("volumes", [])
         if "persistentVolumeClaim" in v
     }
+
+
+def _start_redis(
+    stand_in: pods.Cluster, prefix: str, name: str, spec: dict[str, Any], aliases: list[str]
+) -> pods.RunningPod:
+    """A StatefulSet pod with its claim, without the sidecar that cannot run here."""
+    return stand_in.start_pod(
+        name,
+        spec,
+        aliases=aliases,
+        claims=_claims(prefix, spec),
+        absent={"exporter": plan_run.REPLACED["exporter sidecar"]},
+    )
 
 
 def _run_job(
@@ -73,10 +86,10 @@ print({"written": {s: 50 for s in STREAMS}})  # the publisher may not XLEN
 """
 
 
-def _writer_pod(plan: harness.Plan) -> dict[str, Any]:
+def _writer_pod(plan: harness.Plan, smoke: dict[str, Any]) -> dict[str, Any]:
     """The smoke Job's pod (its certificate and the publisher's password) running a
     writer of stream entries instead of the suite."""
-    spec = plan_run.smoke_pod(plan)
+    spec = copy.deepcopy(smoke)
     (container,) = spec["containers"]
     nodes = plan.outputs["redisNodeEndpoints"][0]
     script = f"NODES = {list(nodes)!r}\nSTREAMS = {list(STREAMS)!r}\n{WRITER}"
@@ -104,12 +117,13 @@ def test_the_dev_plan_runs_as_declared(
     dev_plan: harness.Plan,
     dev_settings: Any,
     prefix: str,
-    workdir: Path,
+    tmp_path: Path,
 ) -> None:
     times: dict[str, float] = {}
     started = time.monotonic()
-    chart = plan_run.chart_objects(dev_plan)
-    with pods.cluster(engine, dev_settings.namespace, dev_settings.cluster_domain, workdir,
+    chart = harness.chart_objects(dev_plan)
+    jobs = plan_run.job_pods(dev_plan, dev_settings)
+    with pods.cluster(engine, dev_settings.namespace, dev_settings.cluster_domain, tmp_path,
                       prefix) as stand_in:  # fmt: skip
         for obj in plan_run.objects(dev_plan, chart):
             stand_in.add_object(obj)
@@ -118,14 +132,8 @@ def test_the_dev_plan_runs_as_declared(
         redis: dict[str, pods.RunningPod] = {}
         specs = {name: (spec, aliases) for name, spec, aliases in plan_run.redis_pods(
             dev_plan, dev_settings)}  # fmt: skip
-        for name, (spec, aliases) in specs.items():
-            redis[name] = stand_in.start_pod(
-                name,
-                spec,
-                aliases=aliases,
-                claims=_claims(prefix, spec),
-                absent={"exporter": plan_run.REPLACED["exporter sidecar"]},
-            )
+        for name in specs:
+            redis[name] = _start_redis(stand_in, prefix, name, *specs[name])
         for pod in redis.values():
             for probe in ("startupProbe", "livenessProbe"):
                 result = pod.probe("redis", probe)
@@ -140,7 +148,7 @@ def test_the_dev_plan_runs_as_declared(
 
         # 2. the reconcile Job forms the cluster; every Redis pod becomes ready
         code, logs, times["reconcile Job"] = _run_job(
-            stand_in, "reconcile", plan_run.reconcile_pod(dev_plan), prefix
+            stand_in, "reconcile", jobs["reconcile"], prefix
         )
         assert code == 0, f"reconcile failed:\n{logs[-4000:]}"
         for pod in redis.values():
@@ -156,27 +164,21 @@ def test_the_dev_plan_runs_as_declared(
 
         # data to back up: entries on the platform's streams, written by a client pod
         #    as the publisher role (the smoke Job's pod, running a writer instead)
-        code, logs, _ = _run_job(stand_in, "writer", _writer_pod(dev_plan), prefix)
+        code, logs, _ = _run_job(stand_in, "writer", _writer_pod(dev_plan, jobs["smoke"]), prefix)
         assert code == 0, f"writer failed:\n{logs[-3000:]}"
 
         # 4. the backup CronJob's container writes a backup (to the bucket's stand-in)
-        code, logs, times["backup Job"] = _run_job(
-            stand_in, "backup", plan_run.backup_pod(dev_plan), prefix
-        )
+        code, logs, times["backup Job"] = _run_job(stand_in, "backup", jobs["backup"], prefix)
         assert code == 0, f"backup failed:\n{logs[-4000:]}"
         backup = _last_json(logs)
 
         # 5. the smoke Job's container runs the gate as in prod and passes
-        code, logs, times["smoke Job"] = _run_job(
-            stand_in, "smoke", plan_run.smoke_pod(dev_plan), prefix
-        )
+        code, logs, times["smoke Job"] = _run_job(stand_in, "smoke", jobs["smoke"], prefix)
         report = _last_json(logs)
         assert code == 0 and report["ok"], f"smoke failed:\n{logs[-6000:]}"
 
         # 6. the restore-drill Job restores that backup into scratch servers in its pod
-        code, logs, times["drill Job"] = _run_job(
-            stand_in, "drill", plan_run.drill_pod(dev_settings), prefix
-        )
+        code, logs, times["drill Job"] = _run_job(stand_in, "drill", jobs["drill"], prefix)
         assert code == 0, f"drill failed:\n{logs[-4000:]}"
         drill = _last_json(logs)
         assert drill["ok"] and drill["restore"]["keys_restored"] >= len(STREAMS), drill
@@ -190,21 +192,12 @@ def test_the_dev_plan_runs_as_declared(
         redis[moved].remove()
         assert stop["redis"]["preStop"]["exit"] == 0, stop
         assert not stop["redis"]["killed"], f"{moved} outlived its grace period: {stop}"
-        spec, aliases = specs[moved]
         recreated = time.monotonic()
-        redis[moved] = stand_in.start_pod(
-            moved,
-            spec,
-            aliases=aliases,
-            claims=_claims(prefix, spec),
-            absent={"exporter": plan_run.REPLACED["exporter sidecar"]},
-        )
+        redis[moved] = _start_redis(stand_in, prefix, moved, *specs[moved])
         assert redis[moved].ip != old_ip
         redis[moved].wait_ready(REDIS_READY_S)
         times["rescheduled pod ready"] = round(time.monotonic() - recreated, 1)
-        code, logs, times["smoke Job again"] = _run_job(
-            stand_in, "smoke-2", plan_run.smoke_pod(dev_plan), prefix
-        )
+        code, logs, times["smoke Job again"] = _run_job(stand_in, "smoke-2", jobs["smoke"], prefix)
         assert code == 0 and _last_json(logs)["ok"], f"smoke after reschedule:\n{logs[-6000:]}"
 
         # 8. every pod stops through its preStop, within its grace period
@@ -220,4 +213,3 @@ def test_the_dev_plan_runs_as_declared(
     times["total"] = round(time.monotonic() - started, 1)
     print("plan run:", json.dumps(times), "backup:", json.dumps(backup)[:300])
     print("drill:", json.dumps(drill)[:500], "smoke:", report.get("counts"))
-    assert drill_job.LABELS  # the drill ran the Job redisops drill would create

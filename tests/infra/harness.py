@@ -358,6 +358,27 @@ def refusal(
     return refused
 
 
+def chart_objects(plan: Plan) -> list[dict[str, Any]]:
+    """The sse-proxy chart rendered by the real Helm engine with the values the plan
+    passes to `helm.v4.Chart` (hook pods dropped: Pulumi's Chart skips hooks)."""
+    import helm_python
+
+    (release,) = plan.of_type("kubernetes:helm.sh/v4:Chart")
+    inputs = release.inputs
+    chart = helm_python.Chart.load(inputs["chart"])
+    try:
+        files = chart.render(inputs["values"], name=inputs["name"], namespace=inputs["namespace"])
+    finally:
+        chart.close()
+    return [
+        doc
+        for path, text in sorted(files.items())
+        if path.endswith((".yaml", ".yml")) and "/tests/" not in path
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+
+
 def settings(stack: str, overrides: dict[str, Any] | None = None) -> Any:
     """The validated StackSettings the program builds for `stack`."""
     from infra import settings as stack_settings

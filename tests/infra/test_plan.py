@@ -9,10 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import helm_python
 import kubernetes_validate
 import pytest
-import yaml
 
 from infra.k8s import common, network
 from infra.k8s.redis_cluster import ZONE_KEY
@@ -55,25 +53,7 @@ def settings(stack: str) -> Any:
 def chart_objects() -> dict[str, list[dict[str, Any]]]:
     """The sse-proxy chart rendered by the real Helm engine with the values each stack's
     program passes to `helm.v4.Chart` (hook pods dropped: Pulumi's Chart skips hooks)."""
-    rendered: dict[str, list[dict[str, Any]]] = {}
-    for name in STACKS:
-        (release,) = plan_of(name).of_type("kubernetes:helm.sh/v4:Chart")
-        inputs = release.inputs
-        chart = helm_python.Chart.load(inputs["chart"])
-        try:
-            files = chart.render(
-                inputs["values"], name=inputs["name"], namespace=inputs["namespace"]
-            )
-        finally:
-            chart.close()
-        rendered[name] = [
-            doc
-            for path, text in sorted(files.items())
-            if path.endswith((".yaml", ".yml")) and "/tests/" not in path
-            for doc in yaml.safe_load_all(text)
-            if doc
-        ]
-    return rendered
+    return {name: harness.chart_objects(plan_of(name)) for name in STACKS}
 
 
 # ---- structure --------------------------------------------------------------------------
