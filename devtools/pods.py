@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import ipaddress
 import os
 import re
@@ -720,11 +721,12 @@ def _mount_spec(source: str, target: str) -> str:
 
 
 def job_spec(job: Mapping[str, Any]) -> dict[str, Any]:
-    """The pod spec of a Job (or of a CronJob's job template)."""
+    """The pod spec of a Job (or of a CronJob's job template), a copy of its own: callers
+    adapt it, and the manifest (a recorded plan's, shared by tests) must not change."""
     spec = job["spec"]
     if "jobTemplate" in spec:
         spec = spec["jobTemplate"]["spec"]
-    return dict(spec["template"]["spec"])
+    return copy.deepcopy(dict(spec["template"]["spec"]))
 
 
 @contextlib.contextmanager
