@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 REPORTS ?= reports
 
-.PHONY: help venv redis-server browser container-engine image plan-run up down status smoke lint unit chart infra integration test bench bench-sse bench-backup lock clean
+.PHONY: help venv redis-server browser monitoring container-engine image plan-run up down status smoke lint unit chart infra integration test bench bench-sse bench-backup lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -40,6 +40,16 @@ browser: ## install Debian's chromium when missing (the browser test drives it)
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
 	fi
 
+monitoring: ## install Debian's prometheus (promtool), prometheus-alertmanager and prometheus-redis-exporter when missing
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null && \
+		command -v prometheus-alertmanager >/dev/null && command -v prometheus-redis-exporter >/dev/null; then \
+		echo "monitoring: $$(prometheus --version 2>&1 | head -1 | cut -d' ' -f1-3)"; \
+	else \
+		$(SUDO) apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			prometheus prometheus-alertmanager prometheus-redis-exporter; \
+	fi
+
 container-engine: ## install Debian's docker.io, docker-compose and debootstrap when missing (the image build, the plan run)
 	@# An engine already installed (Docker CE, Debian's) is kept: docker.io would replace docker-ce.
 	@# A docker client alone is not an engine: install the daemon unless one exists or answers.
@@ -58,8 +68,8 @@ container-engine: ## install Debian's docker.io, docker-compose and debootstrap 
 image: venv container-engine ## build the platform image from the Dockerfile here (no registry: a local Debian base); cached by content
 	$(BIN)/python -m devtools image
 
-up: venv redis-server ## start the local twin (TLS + ACL Redis Cluster and the SSE proxy on 127.0.0.1)
-	$(BIN)/redisops local up
+up: venv redis-server monitoring ## start the local twin (TLS + ACL Redis Cluster, the SSE proxy, Prometheus + Alertmanager on 127.0.0.1)
+	$(BIN)/redisops local up --monitoring
 
 down: venv ## stop the twin (data kept; `redisops local down --purge` deletes it)
 	$(BIN)/redisops local down
@@ -75,7 +85,7 @@ lint: venv ## ruff (lint + format check) and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-unit: venv ## pure-logic tests
+unit: venv monitoring ## pure-logic tests, and promtool on the alert rules
 	$(BIN)/pytest tests/unit -q
 
 chart: venv ## the Helm chart with the real Helm engine: lint, schema, renders, Kubernetes schemas
@@ -84,7 +94,7 @@ chart: venv ## the Helm chart with the real Helm engine: lint, schema, renders, 
 infra: venv ## the Pulumi program under the mock runtime: the recorded plan of dev and prod
 	$(BIN)/pytest tests/infra -q
 
-integration: venv redis-server browser ## real redis-server processes, the SSE proxy, a browser, the smoke suite
+integration: venv redis-server browser monitoring ## real redis-server processes, the SSE proxy, a browser, the smoke suite, the alert drills
 	$(BIN)/pytest tests/integration -q
 
 plan-run: venv redis-server container-engine ## the image built here; every pod of the recorded dev plan run as its container, as declared

@@ -30,6 +30,7 @@ from redisops.cli_common import (
     refuse_unused,
 )
 from redisops.cli_common import emit as _emit_common
+from redisops.cli_metrics import metrics_app
 from redisops.client import Credentials, Endpoint, TlsClient
 from redisops.cluster import format_ranges
 from redisops.errors import ConfigError, RedisOpsError
@@ -49,6 +50,7 @@ local_app = typer.Typer(help="The local twin: a real TLS + ACL Redis Cluster on 
 app.add_typer(local_app, name="local")
 app.add_typer(backup_app, name="backup")
 app.add_typer(drill_app, name="drill")
+app.add_typer(metrics_app, name="metrics")
 app.command("restore")(restore_cmd)
 
 emit = _emit_common
@@ -78,6 +80,15 @@ def _status_table(status: dict[str, Any]) -> Table:
             f"SSE proxy {proxy['url']} [{style}]{state}[/{style}] (pid {proxy.get('pid') or '-'}); "
             f"development token in {proxy['token_file']}"
         )
+    monitoring = status.get("monitoring") or {}
+    if monitoring.get("enabled"):
+        down = [name for name, pid in monitoring["processes"].items() if pid is None]
+        line = (
+            f"Prometheus {monitoring['prometheus']}, Alertmanager {monitoring['alertmanager']}"
+            f" (alert clock x{1 / monitoring['scale']:.0f})"
+            + (f"; [red]not running: {', '.join(down)}[/red]" if down else "")
+        )
+        table.caption = f"{table.caption}\n{line}" if table.caption else line
     return table
 
 
@@ -134,12 +145,38 @@ def local_up(
         int | None,
         typer.Option(help="Seconds the newest backup may be old (the smoke suite checks it)."),
     ] = None,
+    drill_max_age: Annotated[
+        int | None,
+        typer.Option(help="Seconds between restore drills before an alert says one is overdue."),
+    ] = None,
+    monitoring: Annotated[
+        bool | None,
+        typer.Option(
+            "--monitoring/--no-monitoring",
+            help="Run Prometheus, Alertmanager and the exporters. Default off (make up: on).",
+        ),
+    ] = None,
+    monitoring_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Prometheus' port; Alertmanager +1, metrics +2, exporters +10... Default 9700."
+        ),
+    ] = None,
+    alert_webhook: Annotated[
+        str | None,
+        typer.Option(help="URL Alertmanager posts every alert to (firing and resolved)."),
+    ] = None,
     state_dir: StateDir = DEFAULT_STATE_DIR,
     json_out: JsonOut = False,
 ) -> None:
     """Start the twin (or recover / grow it) and print its status. Safe to run twice."""
     if sse_proxy is False:
         refuse_unused("--no-sse-proxy", {"--proxy-port": proxy_port})
+    if monitoring is False:
+        refuse_unused(
+            "--no-monitoring",
+            {"--monitoring-port": monitoring_port, "--alert-webhook": alert_webhook},
+        )
     twin = Twin(state_dir, progress=logger.info)
     report = twin.up(
         shards=shards,
@@ -150,6 +187,10 @@ def local_up(
         sse_proxy=sse_proxy,
         proxy_port=proxy_port,
         backup_max_age_s=backup_max_age,
+        drill_max_age_s=drill_max_age,
+        monitoring=monitoring,
+        monitoring_port=monitoring_port,
+        alert_webhook=alert_webhook,
     )
     status = twin.status()
     if json_out:

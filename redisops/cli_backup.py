@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,7 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from redisops import acl
-from redisops.backup import catalog
+from redisops.backup import catalog, runs
 from redisops.backup.create import create_backup
 from redisops.backup.drill import drill_backup, drill_local
 from redisops.backup.drill_job import as_dict, drill_job
@@ -149,6 +150,33 @@ def _counting(enabled: bool, label: str, total: int | None) -> Iterator[Any]:
 # ---- backup create / list / verify / prune / status -------------------------------------
 
 
+@dataclass
+class Outcome:
+    ok: bool = True
+    detail: str = ""
+
+    def judge(self, ok: bool, detail: str) -> None:
+        self.ok, self.detail = ok, detail
+
+
+@contextlib.contextmanager
+def recorded(storage: Storage, kind: runs.Kind) -> Iterator[Outcome]:
+    """Record the run's outcome in `storage` (`redisops.backup.runs`) however it ends: a
+    failed run leaves no manifest, and the backup-failed alert reads this record."""
+    outcome = Outcome()
+    try:
+        yield outcome
+    except BaseException as exc:
+        if not isinstance(exc, typer.Exit) or exc.exit_code != 0:
+            outcome.judge(False, f"{type(exc).__name__}: {str(exc)[:300]}")
+        raise
+    finally:
+        try:
+            runs.record_run(storage, kind, outcome.ok, outcome.detail)
+        except Exception as exc:  # the run's own result matters more than its record
+            logger.warning("could not record the %s run in %s: %s", kind, storage.url, exc)
+
+
 @backup_app.command("create")
 def backup_create(
     to: Annotated[
@@ -179,7 +207,7 @@ def backup_create(
     )
     storage = open_storage(_location(to, target, state_dir))
     source = f"local twin {access.twin.layout.root}" if access.twin else ",".join(node or [])
-    with _transfer(show_progress(json_out)) as progress:
+    with recorded(storage, "backup") as outcome, _transfer(show_progress(json_out)) as progress:
         manifest = create_backup(
             access.endpoints,
             access.tls,
@@ -188,6 +216,7 @@ def backup_create(
             source=source,
             progress=progress,
         )
+        outcome.detail = manifest.id
     if json_out:
         emit({"location": storage.url, **manifest.model_dump(mode="json")})
         return
@@ -463,12 +492,18 @@ def drill_restore(
         )
         twin = Twin(state_dir)
         storage = _storage(location, target, state_dir)
-        report = drill_local(twin, storage, max_age_s=max_age, say=say)
+        with recorded(storage, "drill") as outcome:
+            report = drill_local(twin, storage, max_age_s=max_age, say=say)
+            outcome.judge(report.ok, "; ".join(report.problems) or report.backup_id)
     elif target is not None:
         raise ConfigError(f"--target {target!r}: only 'local'; or give --from for a backup")
     else:
         storage = _storage(location, None, state_dir)
-        report = drill_backup(storage, backup, scratch_shards=shards, max_age_s=max_age, say=say)
+        with recorded(storage, "drill") as outcome:
+            report = drill_backup(
+                storage, backup, scratch_shards=shards, max_age_s=max_age, say=say
+            )
+            outcome.judge(report.ok, "; ".join(report.problems) or report.backup_id)
     if json_out:
         emit(report.model_dump(mode="json"))
     else:

@@ -459,14 +459,15 @@ def build_app(settings: ProxySettings) -> Starlette:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def readyz(request: Request) -> Response:
+    async def readiness(timeout: float) -> list[str]:
+        """What keeps this process from serving (empty: ready); Redis gets `timeout`."""
         problems: list[str] = []
         if proxy.hub.draining:
             problems.append("draining")
         # /readyz is public behind the load balancer: the problems name no Redis node
         # (redis-py's errors do); the log has the details.
         try:
-            await asyncio.wait_for(proxy.backend.ping(), 2.0)
+            await asyncio.wait_for(proxy.backend.ping(), timeout)
         except REDIS_FAILURES as exc:  # TimeoutError is an OSError
             logger.warning("readiness: Redis unreachable: %s: %s", type(exc).__name__, exc)
             problems.append("redis: unreachable")
@@ -474,6 +475,10 @@ def build_app(settings: ProxySettings) -> Starlette:
             if not reader.alive:
                 logger.warning("readiness: reader %s: %s", name, reader.error or "stopped")
                 problems.append(f"reader {name}: not reading")
+        return problems
+
+    async def readyz(request: Request) -> Response:
+        problems = await readiness(2.0)
         body = {
             "status": "ready" if not problems else "not_ready",
             "problems": problems,
@@ -483,6 +488,13 @@ def build_app(settings: ProxySettings) -> Starlette:
         return JSONResponse(body, status_code=200 if not problems else 503)
 
     async def metrics_endpoint(request: Request) -> Response:
+        # Gauges of this moment: readiness as /readyz sees it, the readers' lag as Redis
+        # sees it, connections against the limit. Redis gets half a second: a scrape
+        # must answer within its timeout (1 s on the twin) even while Redis stalls.
+        ready, _ = await asyncio.gather(readiness(0.5), proxy.hub.measure_lag(0.5))
+        metrics.READY.set(0 if ready else 1)
+        metrics.CONNECTIONS.set(proxy.hub.connections)
+        metrics.CONNECTIONS_LIMIT.set(proxy.settings.max_connections)
         proxy.hub.update_gauges()
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 

@@ -346,6 +346,12 @@ class Backend:
             entries = await self.reader.xrevrange(stream, "+", "-", count=1)
         return parse_entry_id(entries[0][0]) if entries else (0, 0)
 
+    async def first_after(self, stream: str, after: EntryId) -> EntryId | None:
+        """The id of the oldest entry after `after`, or None when there is none."""
+        async with self._reads:
+            entries = await self.reader.xrange(stream, f"({format_entry_id(after)}", "+", count=1)
+        return parse_entry_id(entries[0][0]) if entries else None
+
     async def page(self, stream: str, after: EntryId, until: EntryId, count: int) -> list[Entry]:
         """Entries with after < id <= until, oldest first, at most `count`."""
         async with self._reads:

@@ -148,7 +148,9 @@ class StreamReader:
         self.linger: asyncio.TimerHandle | None = None
         self.last_contact = time.monotonic()
         self.error: str | None = None
-        self.lag = 0.0  # age of the newest entry delivered, when it was delivered
+        # How long the oldest entry not delivered yet has waited (0: caught up); measured
+        # against Redis at scrape time (`Hub.measure_lag`), so a stalled reader shows.
+        self.lag = 0.0
 
     @property
     def alive(self) -> bool:
@@ -318,7 +320,6 @@ class StreamReader:
         delivered = count * (len(self.subscribers))
         if delivered:
             metrics.DELIVERED.labels(self.pattern).inc(delivered)
-        self.lag = max(0.0, time.time() - self.position[0] / 1000)
 
     def _push(
         self, sub: Subscriber, fresh: list[tuple[EntryId, bytes]], chunk: bytes, count: int
@@ -430,6 +431,22 @@ class Hub:
 
     def clients(self) -> int:
         return sum(len(r.subscribers) for r in self.readers.values())
+
+    async def measure_lag(self, timeout: float = 2.0) -> None:
+        """Ask Redis, for every reader, for the oldest entry after its position: the
+        reader's lag is that entry's age. A reader whose stream cannot be asked keeps its
+        last value (Redis being unreachable is the readiness alert's)."""
+
+        async def one(reader: StreamReader) -> None:
+            try:
+                waiting = await asyncio.wait_for(
+                    self.backend.first_after(reader.stream, reader.position), timeout
+                )
+            except REDIS_FAILURES:  # RedisError and OSError (TimeoutError) included
+                return
+            reader.lag = 0.0 if waiting is None else max(0.0, time.time() - waiting[0] / 1000)
+
+        await asyncio.gather(*(one(r) for r in list(self.readers.values())))
 
     def update_gauges(self) -> None:
         """Set the gauges read at scrape time: readers, and each pattern's largest lag."""

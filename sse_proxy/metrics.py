@@ -31,7 +31,8 @@ CUTOFFS = Counter(
 )
 READER_LAG = Gauge(
     "sse_reader_lag_seconds",
-    "Age of the newest entry a reader delivered, the largest among a pattern's readers",
+    "How long the oldest entry not yet delivered has waited (0: caught up), the largest "
+    "among a pattern's readers",
     ["pattern"],
     registry=REGISTRY,
 )
@@ -56,6 +57,13 @@ PUBLISHED = Counter(
     ["pattern"],
     registry=REGISTRY,
 )
+CONNECTIONS = Gauge("sse_connections", "Open SSE connections of this process", registry=REGISTRY)
+CONNECTIONS_LIMIT = Gauge(
+    "sse_connections_limit",
+    "Connections this process accepts before refusing with 503 (max_connections)",
+    registry=REGISTRY,
+)
+READY = Gauge("sse_ready", "1 when /readyz would answer 200 at this scrape", registry=REGISTRY)
 REJECTED = Counter(
     "sse_connections_rejected", "SSE connections refused", ["reason"], registry=REGISTRY
 )

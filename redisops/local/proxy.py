@@ -89,6 +89,7 @@ class TwinProxy:
             "streams": list(settings.streams),
             "jwt_secret_file": str(self.secret_file),
             "shutdown_grace_s": GRACE_S,
+            "max_connections": settings.proxy_max_connections,
             "log_json": True,
         }
 

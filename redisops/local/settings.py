@@ -5,7 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from redisops.acl import DEFAULT_STREAMS, validate_stream_patterns
 from redisops.client import Endpoint
@@ -17,6 +24,7 @@ from redisops.topology import MIN_SHARDS, DesiredCluster, DesiredNode
 DEFAULT_STATE_DIR = Path(".redisops/local")
 TWIN_ZONES = ("zone-a", "zone-b", "zone-c")
 BUS_OFFSET = 10000
+MONITORING_BLOCK = 10  # Prometheus, Alertmanager, platform metrics; then one per exporter
 HOST = "127.0.0.1"
 
 
@@ -34,8 +42,15 @@ class TwinSettings(BaseModel):
     maxmemory: str = "256mb"
     sse_proxy: bool = True
     proxy_port: int = 8700
+    proxy_max_connections: int = Field(default=10_000, ge=1)
     # When set, backups are expected (the smoke suite checks the newest is younger).
     backup_max_age_s: int | None = None
+    # When set, restore drills are expected at least this often (an alert says otherwise).
+    drill_max_age_s: int | None = None
+    # Prometheus, Alertmanager, exporters (redisops.local.monitoring).
+    monitoring: bool = False
+    monitoring_port: int = 9700
+    alert_webhook: str | None = None
 
     @field_validator("shards")
     @classmethod
@@ -98,6 +113,30 @@ class TwinSettings(BaseModel):
             raise ValueError(f"must be between 1024 and 65535; got {value}")
         if value in nodes or value - BUS_OFFSET in nodes:
             raise ValueError(f"{value} is a Redis node or bus port of this twin; choose another")
+        return value
+
+    @field_validator("monitoring_port")
+    @classmethod
+    def _monitoring_port(cls, value: int, info: ValidationInfo) -> int:
+        base = info.data.get("base_port", 7000)
+        count = info.data.get("shards", 3) * (1 + info.data.get("replicas", 1))
+        block = range(value, value + MONITORING_BLOCK + count)
+        if value < 1024 or block[-1] > 65535:
+            raise ValueError(f"must leave {len(block)} ports below 65536 from 1024 on; got {value}")
+        taken = {*range(base, base + count), *range(base + BUS_OFFSET, base + BUS_OFFSET + count)}
+        taken.add(info.data.get("proxy_port", 8700))
+        if taken & set(block):
+            raise ValueError(
+                f"ports {value}-{block[-1]} (Prometheus, Alertmanager, metrics, exporters) "
+                "overlap the twin's node, bus or proxy ports; choose another"
+            )
+        return value
+
+    @field_validator("alert_webhook")
+    @classmethod
+    def _webhook(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http:// or https:// URL; got {value!r}")
         return value
 
     @property

@@ -22,6 +22,7 @@ from redisops.cluster import NodeView, parse_cluster_nodes, parse_info
 from redisops.conf import NodeSpec, TlsFiles, render_redis_conf, render_replication_include
 from redisops.errors import ConfigError, OperationError
 from redisops.local import process
+from redisops.local.monitoring import TwinMonitoring
 from redisops.local.proxy import TwinProxy
 from redisops.local.settings import (
     BUS_OFFSET,
@@ -47,6 +48,7 @@ class Twin:
     def __init__(self, root: Path, progress: Progress = _quiet) -> None:
         self.layout = TwinLayout(root)
         self.proxy = TwinProxy(self.layout)
+        self.monitoring = TwinMonitoring(self.layout)
         self.progress = progress
 
     # ---- configuration ------------------------------------------------------------
@@ -196,7 +198,23 @@ class Twin:
         if report.healthy:
             self.progress(f"cluster ready in {time.monotonic() - started:.2f} s")
         self._proxy_up(settings)
+        self._monitoring_up(settings)
         return report
+
+    def _monitoring_up(self, settings: TwinSettings) -> None:
+        if not settings.monitoring:
+            for name in self.monitoring.down():
+                self.progress(f"stopped {name} (monitoring disabled)")
+            return
+        started = time.monotonic()
+        names = self.monitoring.up(settings)
+        if names:
+            urls = self.monitoring.urls(settings)
+            self.progress(
+                f"monitoring: started {len(names)} processes in "
+                f"{time.monotonic() - started:.2f} s; Prometheus {urls['prometheus']}, "
+                f"Alertmanager {urls['alertmanager']}"
+            )
 
     def _proxy_up(self, settings: TwinSettings) -> None:
         """Start (or restart after a settings change, or stop if disabled) the SSE proxy."""
@@ -265,6 +283,8 @@ class Twin:
         except ConfigError:
             settings = None  # a damaged state file: find the nodes on disk instead
         stopped: list[int] = []
+        for name in self.monitoring.down():
+            self.progress(f"stopped {name}")
         pid = self.proxy.stop()
         if pid is not None:
             self.progress(f"stopped the SSE proxy (pid {pid})")
@@ -398,6 +418,7 @@ class Twin:
             },
             "streams": list(settings.streams),
             "sse_proxy": self.proxy.status(settings),
+            "monitoring": self.monitoring.status(settings),
             "backups": {
                 "location": f"file://{self.layout.root / 'backups'}",
                 "max_age_s": settings.backup_max_age_s,
