@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 REPORTS ?= reports
 
-.PHONY: help venv redis-server browser monitoring container-engine image plan-run up down status smoke lint unit chart infra integration test bench bench-sse bench-backup lock clean
+.PHONY: help venv redis-server browser monitoring container-engine image plan-run up down status smoke lint unit chart infra integration alert-drills checks integration-rest test bench bench-sse bench-backup lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -97,10 +97,24 @@ infra: venv ## the Pulumi program under the mock runtime: the recorded plan of d
 integration: venv redis-server browser monitoring ## real redis-server processes, the SSE proxy, a browser, the smoke suite, the alert drills
 	$(BIN)/pytest tests/integration -q
 
+ALERT_DRILLS := tests/integration/test_alerts_live.py
+
+alert-drills: venv redis-server monitoring ## every alert fired for real on a twin with Prometheus + Alertmanager (part of integration)
+	$(BIN)/pytest $(ALERT_DRILLS) -q
+
+checks: lint unit chart infra ## everything that needs no running server
+
+integration-rest: venv redis-server browser ## the integration tests but the alert drills
+	$(BIN)/pytest tests/integration -q --ignore=$(ALERT_DRILLS)
+
 plan-run: venv redis-server container-engine ## the image built here; every pod of the recorded dev plan run as its container, as declared
 	$(BIN)/pytest tests/containers -q
 
-test: lint unit chart infra integration plan-run ## everything CI runs
+# The alert drills mostly wait on Prometheus' clock: they run beside the static checks (one
+# core each), and everything with real servers after them, one at a time.
+test: venv redis-server browser monitoring container-engine ## everything CI runs
+	$(MAKE) --no-print-directory -j2 -O checks alert-drills
+	$(MAKE) --no-print-directory integration-rest plan-run
 
 bench: venv redis-server ## cold start and failover numbers, 5 runs each (not part of test)
 	$(BIN)/python bench/twin_bench.py --runs 5

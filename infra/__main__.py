@@ -14,9 +14,11 @@ import pulumi_kubernetes as k8s
 from pulumi.runtime import config as runtime_config
 
 from infra import settings as stack_settings
+from infra.alerting import alert_params
 from infra.k8s.common import Platform
 from infra.k8s.credentials import ACL_SECRET, REPLICATION_SECRET, Credentials, user_secret
 from infra.k8s.jobs import Jobs
+from infra.k8s.monitoring import OpsMetrics, PrometheusAlerts
 from infra.k8s.namespace import Namespace
 from infra.k8s.network import NetworkPolicies
 from infra.k8s.redis_cluster import RedisCluster
@@ -83,6 +85,10 @@ class GoogleCloud:
                     self.cluster.node_account.email.apply(lambda e: f"serviceAccount:{e}")
                 )
             self.registry_url = registry.Registry("registry", self.cloud, readers).url
+        if settings.gcp.alerting is not None:
+            from infra.gcp.monitoring import Alerting
+
+            Alerting("alerting", self.cloud, alert_params(settings))
         self.proxy_address: pulumi.Output[str] | None = None
         proxy = settings.proxy
         if proxy.enabled and proxy.hostname and (proxy.static_ip_name or settings.gcp.alerting):
@@ -159,6 +165,14 @@ def main() -> None:
             google.identities.smoke.email if google and google.identities.smoke else None
         ),
     )
+    OpsMetrics(
+        "ops-metrics",
+        platform,
+        depends_on=[tls.node.secret],
+        gcp_account=google.identities.smoke.email if google and google.identities.smoke else None,
+    )
+    if settings.monitoring.prometheus_rule:
+        PrometheusAlerts("prometheus-alerts", platform, alert_params(settings))
     role_secrets = google.role_secrets(credentials.passwords) if google else {}
 
     # recorded only by a rollout that passed the check, for the next one to compare with

@@ -207,7 +207,9 @@ class BackupSettings(Strict):
         default=None,
         alias="smokeServiceAccount",
         description="without the GCP layer: the Google service account (objectViewer on the "
-        "bucket) the smoke Job checks the newest backup's age as",
+        "bucket) the smoke Job checks the newest backup's age as, and the platform metrics "
+        "(redis-ops-metrics) read backup and drill outcomes as; bind both Kubernetes "
+        "ServiceAccounts, redis-smoke and redis-ops-metrics, to it (Workload Identity)",
     )
     slack_minutes: int = Field(default=30, alias="slackMinutes", ge=0)
 
@@ -329,12 +331,60 @@ class NetworkSettings(Strict):
         return tuple(_cidr(cidr) for cidr in value)
 
 
+RUNBOOK_BASE = re.compile(r"^(https?://[^\s/]+(/\S*)?|[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*/?)$")
+
+
 class MonitoringSettings(Strict):
+    """What is collected and how the alerts (redisops/alerts.py) are rendered."""
+
     pod_monitoring: bool = Field(
         default=True,
         alias="podMonitoring",
         description="declare PodMonitoring objects (needs Google Managed Prometheus)",
     )
+    prometheus_rule: bool = Field(
+        default=False,
+        alias="prometheusRule",
+        description="also declare the alerts as a prometheus-operator PrometheusRule (for "
+        "clusters that run it; on GKE Cloud Monitoring evaluates them: gcp.alerting)",
+    )
+    drill_max_age_days: int | None = Field(
+        default=8,
+        alias="drillMaxAgeDays",
+        description="days without a successful restore drill before RedisRestoreDrillOverdue "
+        "(weekly drills plus a day); 0 or null: no drill alerts",
+    )
+    runbook_base_url: str = Field(
+        default="runbooks",
+        alias="runbookBaseUrl",
+        description="where the alerts link their runbook pages: the repository path, or "
+        "the URL the pages are served at",
+    )
+
+    @field_validator("drill_max_age_days")
+    @classmethod
+    def _drill(cls, value: int | None) -> int | None:
+        if value is not None and not 0 <= value <= 366:
+            raise ValueError(
+                f"is {value}; give the days a restore drill may be overdue (e.g. 8 for weekly "
+                "drills), or 0 to turn the drill alerts off"
+            )
+        return value or None
+
+    @field_validator("runbook_base_url")
+    @classmethod
+    def _runbooks(cls, value: str) -> str:
+        if not RUNBOOK_BASE.match(value):
+            raise ValueError(
+                f"{value!r} is neither an http(s) URL nor a repository path; give where the "
+                "runbook pages are, e.g. runbooks or "
+                "https://github.com/<org>/redis-platform/blob/main/runbooks"
+            )
+        return value.rstrip("/")
+
+    @property
+    def drill_max_age_s(self) -> int | None:
+        return self.drill_max_age_days * 86400 if self.drill_max_age_days else None
 
 
 # ---- Google Cloud (infra/gcp) --------------------------------------------------------
@@ -544,14 +594,36 @@ class RegistrySettings(Strict):
 
 
 class AlertingSettings(Strict):
-    notification_channels: tuple[str, ...] = Field(alias="notificationChannels", min_length=1)
+    """Cloud Monitoring: an alert policy per alert (PromQL over Managed Prometheus data),
+    the on-call dashboard, and the uptime check of the proxy's public name. Alerts of
+    severity page go to pageChannels, ticket to ticketChannels; each defaults to
+    notificationChannels."""
+
+    notification_channels: tuple[str, ...] = Field(default=(), alias="notificationChannels")
+    page_channels: tuple[str, ...] | None = Field(
+        default=None, alias="pageChannels", description="who is woken up (severity page)"
+    )
+    ticket_channels: tuple[str, ...] | None = Field(
+        default=None,
+        alias="ticketChannels",
+        description="what waits for working hours (severity ticket)",
+    )
     dns_zone: str | None = Field(
         default=None, alias="dnsZone", description="Cloud DNS managed zone for the proxy's name"
     )
 
-    @field_validator("notification_channels")
+    @field_validator("notification_channels", "page_channels", "ticket_channels")
     @classmethod
-    def _channels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _channels(
+        cls, value: tuple[str, ...] | None, info: ValidationInfo
+    ) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        if not value and info.field_name != "notification_channels":
+            raise ValueError(
+                "is empty: these alerts would notify no one; list channels, or remove the "
+                "key to use notificationChannels"
+            )
         for channel in value:
             if not re.match(r"^projects/[^/]+/notificationChannels/\d+$", channel):
                 raise ValueError(
@@ -560,6 +632,22 @@ class AlertingSettings(Strict):
                     "(`gcloud beta monitoring channels list`)"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _every_severity_routed(self) -> AlertingSettings:
+        if not self.notification_channels and (
+            self.page_channels is None or self.ticket_channels is None
+        ):
+            raise ValueError(
+                "notificationChannels is required (at least one channel) unless both "
+                "pageChannels and ticketChannels are given"
+            )
+        return self
+
+    def channels(self, severity: str) -> tuple[str, ...]:
+        """Where alerts of `severity` (page or ticket) are sent."""
+        routed = {"page": self.page_channels, "ticket": self.ticket_channels}[severity]
+        return routed or self.notification_channels
 
 
 class GcpSettings(Strict):
@@ -903,15 +991,7 @@ def inert_problems(settings: StackSettings) -> list[tuple[str, str]]:
                 )
             )
         alerting = gcp.alerting
-        if alerting is not None and not (proxy.enabled and proxy.hostname):
-            problems.append(
-                (
-                    "gcp.alerting",
-                    "needs proxy.hostname (and proxy.enabled): the alert it routes probes "
-                    "https://<proxy.hostname>/healthz; set the hostname or remove the section",
-                )
-            )
-        elif alerting is not None and alerting.dns_zone and not proxy.static_ip_name:
+        if alerting is not None and alerting.dns_zone and not proxy.static_ip_name:
             problems.append(
                 (
                     "gcp.alerting.dnsZone",
@@ -919,6 +999,31 @@ def inert_problems(settings: StackSettings) -> list[tuple[str, str]]:
                     "address; set it or remove dnsZone",
                 )
             )
+        if alerting is not None and not settings.monitoring.pod_monitoring:
+            problems.append(
+                (
+                    "monitoring.podMonitoring",
+                    "is false, but gcp.alerting's alert policies and dashboard read what the "
+                    "PodMonitoring objects collect (Managed Prometheus): they would see no "
+                    "data; set it true, or remove gcp.alerting",
+                )
+            )
+        routed = alerting is not None and alerting.page_channels and alerting.ticket_channels
+        if routed and alerting is not None and alerting.notification_channels:
+            problems.append(
+                (
+                    "gcp.alerting.notificationChannels",
+                    "has no effect: pageChannels and ticketChannels are both given; remove it",
+                )
+            )
+    if not backup.enabled and "drill_max_age_days" in settings.monitoring.model_fields_set:
+        problems.append(
+            (
+                "monitoring.drillMaxAgeDays",
+                "has no effect with backup.enabled false (no backups, no restore drills); "
+                "remove it",
+            )
+        )
     redis = settings.redis
     limit = quantity_gib(redis.resources.memory) * 2**30
     maxmemory = redis_bytes(redis.maxmemory)

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 Severity = Literal["page", "ticket"]
 GROUP = "redis-platform"
 SLOTS = 16384
+CLIENT_ROUTES = 'route!~"readyz|healthz|metrics"'
 
 
 class AlertParams(BaseModel):
@@ -43,6 +44,7 @@ class AlertParams(BaseModel):
     ops_job: str = "redis-ops-metrics"
     expected_nodes: int = Field(default=6, ge=1)
     replicas: int = Field(default=1, ge=0)
+    proxy: bool = True  # the SSE proxy is deployed (else its alerts are left out)
     backup_max_age_s: int | None = Field(default=None, ge=1)
     drill_max_age_s: int | None = Field(default=None, ge=1)
     replica_lag_s: int = Field(default=10, ge=2)
@@ -518,6 +520,7 @@ ALERTS: tuple[Alert, ...] = (
         ),
         fires=Case({_p("up"): "1 1 0x10"}, labels=PROXY_LABELS),
         quiet=Case({_p("up"): "1x12"}),
+        applies=lambda p: p.proxy,
     ),
     Alert(
         name="SseProxyNotReady",
@@ -532,15 +535,18 @@ ALERTS: tuple[Alert, ...] = (
         ),
         fires=Case({_p("sse_ready"): "1 1 0x10"}, labels=PROXY_LABELS),
         quiet=Case({_p("sse_ready"): "1x12"}),
+        applies=lambda p: p.proxy,
     ),
     Alert(
         name="SseProxyHigh5xxRate",
         severity="page",
         for_s=300,
         expr=lambda p: (
-            f'sum by (job, instance) (rate(sse_http_requests_total{{{p.p},status=~"5.."}}'
-            f"[{p.duration(300)}]))"
-            f" / sum by (job, instance) (rate(sse_http_requests_total{{{p.p}}}"
+            # Client requests only: a pod that is not ready answers the kubelet's probes
+            # with 503, which is SseProxyNotReady's to say.
+            f"sum by (job, instance) (rate(sse_http_requests_total{{{p.p},{CLIENT_ROUTES},"
+            f'status=~"5.."}}[{p.duration(300)}]))'
+            f" / sum by (job, instance) (rate(sse_http_requests_total{{{p.p},{CLIENT_ROUTES}}}"
             f"[{p.duration(300)}])) > {p.proxy_5xx_ratio}"
         ),
         summary="SSE proxy {{ $labels.instance }} answers {{ $value | humanizePercentage }} "
@@ -570,6 +576,7 @@ ALERTS: tuple[Alert, ...] = (
                 ): "0+1x20",
             }
         ),
+        applies=lambda p: p.proxy,
     ),
     Alert(
         name="SseReaderLagHigh",
@@ -590,6 +597,7 @@ ALERTS: tuple[Alert, ...] = (
             labels={**PROXY_LABELS, "pattern": "agent_updates"},
         ),
         quiet=Case({_p("sse_reader_lag_seconds", 'pattern="agent_updates"'): "0 1 0x10"}),
+        applies=lambda p: p.proxy,
     ),
     Alert(
         name="SseSlowClientCutoffsSpike",
@@ -612,6 +620,7 @@ ALERTS: tuple[Alert, ...] = (
         quiet=Case(
             {_p("sse_slow_client_cutoffs_total", 'pattern="agent_updates"'): "0+1x12"}, at="5m"
         ),
+        applies=lambda p: p.proxy,
     ),
     Alert(
         name="SseConnectionsNearLimit",
@@ -632,6 +641,7 @@ ALERTS: tuple[Alert, ...] = (
             labels=PROXY_LABELS,
         ),
         quiet=Case({_p("sse_connections"): "50x12", _p("sse_connections_limit"): "100x12"}),
+        applies=lambda p: p.proxy,
     ),
 )
 

@@ -491,8 +491,8 @@ def build_app(settings: ProxySettings) -> Starlette:
         # Gauges of this moment: readiness as /readyz sees it, the readers' lag as Redis
         # sees it, connections against the limit. Redis gets half a second: a scrape
         # must answer within its timeout (1 s on the twin) even while Redis stalls.
-        ready, _ = await asyncio.gather(readiness(0.5), proxy.hub.measure_lag(0.5))
-        metrics.READY.set(0 if ready else 1)
+        problems, _ = await asyncio.gather(readiness(0.5), proxy.hub.measure_lag(0.5))
+        metrics.READY.set(0 if problems else 1)
         metrics.CONNECTIONS.set(proxy.hub.connections)
         metrics.CONNECTIONS_LIMIT.set(proxy.settings.max_connections)
         proxy.hub.update_gauges()

@@ -21,6 +21,7 @@ DRILL_NAMESPACE = "redis-drill"
 BACKUP_KSA = "redis-backup"
 DRILL_KSA = "redis-drill"
 SMOKE_KSA = "redis-smoke"
+OPS_METRICS_KSA = "redis-ops-metrics"  # infra/k8s/monitoring.py
 
 
 @dataclass(frozen=True)

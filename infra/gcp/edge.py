@@ -1,6 +1,7 @@
 """The SSE proxy's public edge on Google Cloud: the global static IP its Ingress uses
 (the Google-managed certificate comes with the chart's ManagedCertificate), an optional
-DNS record, and an uptime check on /healthz with an alert policy."""
+DNS record, and an uptime check on /healthz with its alert policy (`SseProxyUnreachable`,
+one of `redisops.alerts.EXTERNAL_ALERTS`: not PromQL, so defined here)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pulumi_gcp.monitoring as monitoring
 
 from infra.gcp.common import Cloud
 
-RUNBOOK = "runbooks/SseProxyDown.md"
+ALERT = "SseProxyUnreachable"
+RUNBOOK = f"runbooks/{ALERT}.md"
 
 
 class Edge(pulumi.ComponentResource):
@@ -74,9 +76,10 @@ class Edge(pulumi.ComponentResource):
                     f'AND metric.label.check_id="{check_id}"'
                 )
             )
+            runbook = f"{cloud.settings.monitoring.runbook_base_url}/{ALERT}.md"
             monitoring.AlertPolicy(
                 "uptime-alert",
-                display_name=f"SSE proxy {proxy.hostname} is down",
+                display_name=ALERT,
                 combiner="OR",
                 conditions=[
                     {
@@ -98,12 +101,15 @@ class Edge(pulumi.ComponentResource):
                         },
                     }
                 ],
-                notification_channels=list(alerting.notification_channels),
+                notification_channels=list(alerting.channels("page")),
                 documentation={
-                    "content": f"The SSE proxy's public /healthz fails. Runbook: {RUNBOOK}",
+                    "subject": f"[page] {ALERT}",
+                    "content": f"https://{proxy.hostname}/healthz fails from several regions: "
+                    f"browsers cannot reach the SSE proxy.\n\nRunbook: {runbook}",
                     "mime_type": "text/markdown",
                 },
                 severity="CRITICAL",
+                user_labels=cloud.labels,
                 opts=cloud.opts(self),
             )
         self.register_outputs({"address": self.address.address if self.address else None})

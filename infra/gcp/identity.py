@@ -1,7 +1,9 @@
 """Google identities for the jobs, bound to their Kubernetes ServiceAccounts through
 Workload Identity, each with object rights on the backup bucket only: backups write and
-read back, the restore drill reads, and the smoke Job (the rollout gate) reads the newest
-backup's manifest to check its age."""
+read back, the restore drill reads and adds its run record, and the smoke Job (the
+rollout gate) reads the newest backup's manifest to check its age. The platform metrics
+(redis-ops-metrics) read exactly what the smoke Job reads, as the same read-only
+identity through their own Kubernetes ServiceAccount."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from infra.gcp.common import (
     DRILL_ACCOUNT,
     DRILL_KSA,
     DRILL_NAMESPACE,
+    OPS_METRICS_KSA,
     SMOKE_ACCOUNT,
     SMOKE_KSA,
     Cloud,
@@ -24,14 +27,16 @@ from infra.gcp.storage import BackupBucket
 # Backups add objects and read them back (manifests, verification); they never delete or
 # replace one (old backups expire by the bucket's lifecycle rule).
 BACKUP_ROLES = ("roles/storage.objectCreator", "roles/storage.objectViewer")
-DRILL_ROLES = ("roles/storage.objectViewer",)
+# The drill reads a backup and writes its run record (runs/drill/<rank>-<ok|failed>.json,
+# a new object every time: never a replacement, which would need objects.delete).
+DRILL_ROLES = ("roles/storage.objectCreator", "roles/storage.objectViewer")
 SMOKE_ROLES = ("roles/storage.objectViewer",)
 
 
 class Identities(pulumi.ComponentResource):
     backup: serviceaccount.Account
     drill: serviceaccount.Account
-    #: the smoke Job's identity, when there are backups for it to check
+    #: the smoke Job's identity (and the platform metrics'), when there are backups to read
     smoke: serviceaccount.Account | None
 
     def __init__(
@@ -65,6 +70,7 @@ class Identities(pulumi.ComponentResource):
                 SMOKE_ACCOUNT,
                 SMOKE_ROLES,
                 cloud.workload_member(namespace, SMOKE_KSA),
+                also={OPS_METRICS_KSA: cloud.workload_member(namespace, OPS_METRICS_KSA)},
             )
         self.register_outputs(
             {
@@ -81,7 +87,10 @@ class Identities(pulumi.ComponentResource):
         account_id: str,
         roles: tuple[str, ...],
         workload: str,
+        also: dict[str, str] | None = None,
     ) -> serviceaccount.Account:
+        """The account, its roles on the bucket, and who may act as it: `workload`, and
+        the members in `also` (Kubernetes ServiceAccount name -> its member)."""
         account = serviceaccount.Account(
             account_id,
             account_id=account_id,
@@ -97,11 +106,14 @@ class Identities(pulumi.ComponentResource):
                 member=member,
                 opts=cloud.opts(self),
             )
-        serviceaccount.IAMMember(
-            f"{account_id}-workload-identity",
-            service_account_id=account.name,
-            role="roles/iam.workloadIdentityUser",
-            member=workload,
-            opts=cloud.opts(self),
-        )
+        bindings = {f"{account_id}-workload-identity": workload}
+        bindings |= {f"{account_id}-workload-identity-{k}": m for k, m in (also or {}).items()}
+        for name, member_of in bindings.items():
+            serviceaccount.IAMMember(
+                name,
+                service_account_id=account.name,
+                role="roles/iam.workloadIdentityUser",
+                member=member_of,
+                opts=cloud.opts(self),
+            )
         return account

@@ -14,11 +14,15 @@ REDIS_PORT = 6379
 BUS_PORT = REDIS_PORT + 10000
 EXPORTER_PORT = 9121
 PROXY_PORT = 8080
+OPS_METRICS_PORT = 9122
 
 STATEFULSET = "redis-cluster"
 HEADLESS = "redis-cluster-headless"
 CLIENT_SERVICE = "redis-cluster"
 PROXY_RELEASE = "sse-proxy"
+# The platform's own metrics (`redisops metrics serve`): Deployment, ServiceAccount and
+# PodMonitoring share the name; GMP's job label is the PodMonitoring's name.
+OPS_METRICS = "redis-ops-metrics"
 
 # The platform image's user; the Redis pods run that image too (one Redis build).
 PLATFORM_UID = 10001
@@ -37,6 +41,8 @@ PROXY_SELECTOR = {
     "app.kubernetes.io/name": "sse-proxy",
     "app.kubernetes.io/instance": PROXY_RELEASE,
 }
+# Not a Redis client: no CLIENT_LABEL.
+OPS_METRICS_SELECTOR = {"app.kubernetes.io/name": OPS_METRICS}
 
 
 def service_host(settings: StackSettings, name: str) -> str:

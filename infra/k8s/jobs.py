@@ -44,6 +44,17 @@ SMOKE_JOB_CONFIG_MAP = "redis-smoke-job"
 SMOKE_ROLES = (acl.SMOKE, acl.PUBLISHER, acl.READER, acl.MONITORING, acl.BACKUP)
 
 
+def work_env() -> list[dict[str, Any]]:
+    """HOME, TMPDIR and the CLI's state directory on the work emptyDir: on a read-only
+    root it is the only writable place. Its mount point itself: an empty volume has no
+    subdirectories, and Python finds no other temp directory."""
+    return [
+        {"name": "HOME", "value": WORK},
+        {"name": "TMPDIR", "value": WORK},
+        {"name": "REDISOPS_STATE_DIR", "value": f"{WORK}/state"},
+    ]
+
+
 def password_file(role: str) -> str:
     return f"{USERS_DIR}/{role}/password"
 
@@ -88,13 +99,7 @@ def job_pod(
         "image": settings.platform_image,
         "command": ["redisops"],
         "args": args,
-        "env": [
-            # The emptyDir's mount point itself: an empty volume has no subdirectories,
-            # and on a read-only root Python finds no other temp directory.
-            {"name": "HOME", "value": WORK},
-            {"name": "TMPDIR", "value": WORK},
-            {"name": "REDISOPS_STATE_DIR", "value": f"{WORK}/state"},
-        ],
+        "env": work_env(),
         "resources": {"requests": {"cpu": "100m", "memory": memory}, "limits": {"memory": memory}},
         "securityContext": RESTRICTED_CONTAINER,
         "volumeMounts": [

@@ -5,8 +5,10 @@ the platform's jobs, the SSE proxy and the configured client namespaces; the clu
 only among Redis pods; the exporter port from Managed Prometheus; the jobs that read the
 API (reconcile: zones; dev smoke: pod deletion) to the control plane; backups to Google
 APIs and the metadata server (Workload Identity), and the smoke Job too (it reads the
-newest backup's age). The SSE proxy's own policy (ingress from the load balancer, egress
-to Redis) comes with its chart.
+newest backup's age); the platform metrics (redis-ops-metrics): scraped from Managed
+Prometheus, and with backups to Google APIs (it reads their outcomes), nothing else. The
+SSE proxy's own policy (ingress from the load balancer and Managed Prometheus, egress to
+Redis) comes with its chart.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from infra.k8s.common import (
     BUS_PORT,
     CLIENT_LABEL,
     EXPORTER_PORT,
+    OPS_METRICS_PORT,
+    OPS_METRICS_SELECTOR,
     PROXY_PORT,
     PROXY_SELECTOR,
     REDIS_PORT,
@@ -152,6 +156,11 @@ def policies(settings: StackSettings) -> dict[str, dict[str, Any]]:
             "policyTypes": ["Ingress"],
             "ingress": [{"from": [_ns_selector(GMP_NAMESPACE)], "ports": _tcp(EXPORTER_PORT)}],
         },
+        "ops-metrics": {
+            "podSelector": {"matchLabels": OPS_METRICS_SELECTOR},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [_ns_selector(GMP_NAMESPACE)], "ports": _tcp(OPS_METRICS_PORT)}],
+        },
         "jobs-to-redis": {
             "podSelector": {"matchLabels": CLIENT_LABEL},
             "policyTypes": ["Egress"],
@@ -181,6 +190,7 @@ def policies(settings: StackSettings) -> dict[str, dict[str, Any]]:
     if settings.backup.enabled:
         specs["backup-to-google-apis"] = _google_apis(settings, "backup")
         specs["smoke-to-google-apis"] = _google_apis(settings, "smoke")
+        specs["ops-metrics-to-google-apis"] = _google_apis(settings, "ops-metrics")
     return specs
 
 

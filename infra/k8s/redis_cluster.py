@@ -204,6 +204,9 @@ def pod_spec(settings: StackSettings) -> dict[str, Any]:
             {"name": "REDIS_EXPORTER_TLS_CLIENT_KEY_FILE", "value": f"{EXPORTER_TLS_DIR}/tls.key"},
             # The monitoring role has no CONFIG: skip the config metrics instead of failing.
             {"name": "REDIS_EXPORTER_CONFIG_COMMAND", "value": "-"},
+            # Nor CLIENT SETNAME: every scrape would log NOPERM (and count in
+            # RedisPermissionDenialsSpike).
+            {"name": "REDIS_EXPORTER_SET_CLIENT_NAME", "value": "false"},
         ],
         "ports": [{"name": "metrics", "containerPort": EXPORTER_PORT, "protocol": "TCP"}],
         "resources": {"requests": {"cpu": "20m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},

@@ -191,6 +191,42 @@ def test_toggles_switch_their_objects(chart: helm_python.Chart) -> None:
     assert not by_kind(no_hpa, "HorizontalPodAutoscaler")
 
 
+def _ingress(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    [policy] = by_kind(objects, "NetworkPolicy")
+    rules: list[dict[str, Any]] = policy["spec"]["ingress"]
+    return rules
+
+
+def _namespace(name: str) -> dict[str, Any]:
+    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
+
+
+def test_the_scrapers_reach_the_metrics_port_only_when_something_scrapes(
+    chart: helm_python.Chart,
+) -> None:
+    scrape = {"ports": [{"port": "http", "protocol": "TCP"}], "from": [_namespace("gmp-system")]}
+    # Managed Prometheus' collectors (gmp-system) by default, once a PodMonitoring exists
+    prod = render(chart, values("prod"))
+    assert scrape in _ingress(prod)
+    [monitoring] = by_kind(prod, "PodMonitoring")
+    assert monitoring["spec"]["endpoints"][0]["port"] == "http"
+    # nothing scrapes: no door for scrapers
+    assert scrape not in _ingress(render(chart, {"networkPolicy": {"enabled": True}}))
+    # a Prometheus Operator's Prometheus in its own namespace
+    operator = render(
+        chart,
+        {
+            "networkPolicy": {"enabled": True},
+            "metrics": {"serviceMonitor": {"enabled": True}, "allowFromNamespaces": ["monitoring"]},
+        },
+    )
+    assert {"ports": scrape["ports"], "from": [_namespace("monitoring")]} in _ingress(operator)
+    assert [r for r in _ingress(operator) if _namespace("gmp-system") in r["from"]] == []
+    for objects in (prod, operator):
+        for policy in by_kind(objects, "NetworkPolicy"):
+            kubernetes_validate.validate(policy, KUBE, strict=True)
+
+
 def test_a_digest_pins_the_image(chart: helm_python.Chart) -> None:
     [deployment] = by_kind(render(chart, values("prod")), "Deployment")
     image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -215,6 +251,7 @@ def test_a_digest_pins_the_image(chart: helm_python.Chart) -> None:
         ({"resources": {"limits": {"memory": None}}}, "memory"),
         ({"redis": {"nodes": ["no-port"]}}, "nodes"),
         ({"proxy": {"corsOrigins": ["*"]}}, "corsOrigins"),
+        ({"metrics": {"allowFromNamespaces": ["GMP System"]}}, "allowFromNamespaces"),
     ],
 )
 def test_the_schema_rejects_bad_values_naming_them(

@@ -312,6 +312,17 @@ def run(
     return plan
 
 
+_RECORDED: dict[str, Plan] = {}
+
+
+def recorded(stack: str) -> Plan:
+    """The plan of `stack` exactly as its stack file declares it, recorded once per test
+    run and shared by every test module (treat it as read-only)."""
+    if stack not in _RECORDED:
+        _RECORDED[stack] = run(stack)
+    return _RECORDED[stack]
+
+
 _REFUSAL = """
 import json, sys
 import pulumi

@@ -73,14 +73,29 @@ def error_of(stack: str, overrides: dict[str, Any]) -> str:
         ),
         (
             "dev",
+            {"monitoring": {"podMonitoring": False}},  # dev's gcp.alerting reads those metrics
+            "monitoring.podMonitoring",
+            "they would see no data",
+        ),
+        (
+            "prod",
             {
                 "gcp": {
-                    **section("dev", "gcp"),
-                    "alerting": {"notificationChannels": ["projects/p/notificationChannels/1"]},
+                    **section("prod", "gcp"),
+                    "alerting": {
+                        **section("prod", "gcp")["alerting"],
+                        "notificationChannels": ["projects/p/notificationChannels/1"],
+                    },
                 }
             },
-            "gcp.alerting",
-            "needs proxy.hostname",
+            "gcp.alerting.notificationChannels",
+            "has no effect: pageChannels and ticketChannels are both given",
+        ),
+        (
+            "dev",
+            {"backup": {"enabled": False}, "monitoring": {"drillMaxAgeDays": 8}},
+            "monitoring.drillMaxAgeDays",
+            "no effect with backup.enabled false (no backups, no restore drills)",
         ),
         (
             "prod",
@@ -183,6 +198,10 @@ def test_a_disabled_proxy_or_backup_needs_none_of_its_settings_and_gets_no_pool(
     plan = harness.run("dev", overrides)
     pools = {r.name for r in plan.of_type("gcp:container/nodePool:NodePool")}
     assert pools == {"pool-system", "pool-redis"}  # no idle proxy nodes
+    # Alerting stays, without the proxy's alerts (they would page for a proxy never deployed).
+    policies = {r.name for r in plan.of_type("gcp:monitoring/alertPolicy:AlertPolicy")}
+    assert "alert-RedisNodeDown" in policies
+    assert not [name for name in policies if name.startswith("alert-Sse")], policies
 
 
 def test_a_kubeconfig_secret_outside_an_existing_gke_cluster_is_refused() -> None:
@@ -197,8 +216,20 @@ def test_uptime_alerting_needs_no_static_ip() -> None:
     gcp["alerting"] = {k: v for k, v in gcp["alerting"].items() if k != "dnsZone"}
     plan = harness.run("prod", {"proxy": proxy, "gcp": gcp})
     assert plan.of_type("gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig")
-    assert plan.of_type("gcp:monitoring/alertPolicy:AlertPolicy")
+    policies = {r.name for r in plan.of_type("gcp:monitoring/alertPolicy:AlertPolicy")}
+    assert "uptime-alert" in policies
     assert not plan.of_type("gcp:compute/globalAddress:GlobalAddress")
+
+
+def test_alerting_needs_no_public_proxy_name() -> None:
+    # dev: the alert policies and the dashboard, but no uptime check (nothing public to probe)
+    settings = harness.settings("dev")
+    assert settings.gcp.alerting is not None and settings.proxy.hostname is None
+    plan = harness.recorded("dev")
+    policies = {r.name for r in plan.of_type("gcp:monitoring/alertPolicy:AlertPolicy")}
+    assert "alert-RedisNodeDown" in policies and "uptime-alert" not in policies
+    assert plan.of_type("gcp:monitoring/dashboard:Dashboard")
+    assert not plan.of_type("gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig")
 
 
 def test_a_partial_proxy_resources_keeps_the_proxys_own_defaults() -> None:

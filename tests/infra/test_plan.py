@@ -22,7 +22,7 @@ from tests.infra import harness
 KUBE = "1.33"
 STACKS = ("dev", "prod")
 # Custom resources the Kubernetes schemas do not know (checked by hand below).
-CRDS = {"PodMonitoring", "BackendConfig", "FrontendConfig", "ManagedCertificate"}
+CRDS = {"PodMonitoring", "BackendConfig", "FrontendConfig", "ManagedCertificate", "PrometheusRule"}
 
 
 @pytest.fixture(scope="module", params=STACKS)
@@ -30,13 +30,8 @@ def stack(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-_PLANS: dict[str, harness.Plan] = {}
-
-
 def plan_of(stack: str) -> harness.Plan:
-    if stack not in _PLANS:
-        _PLANS[stack] = harness.run(stack)
-    return _PLANS[stack]
+    return harness.recorded(stack)
 
 
 @pytest.fixture
@@ -173,8 +168,10 @@ EXPECTED_POLICIES = {
     "jobs-to-redis",
     "jobs-to-api-server",
     "smoke-to-proxy",
+    "ops-metrics",
     "backup-to-google-apis",
     "smoke-to-google-apis",
+    "ops-metrics-to-google-apis",
 }
 
 
@@ -234,6 +231,9 @@ def _pod_labels(plan: harness.Plan) -> dict[str, dict[str, str]]:
         "redis": plan.one("StatefulSet", common.STATEFULSET)["spec"]["template"]["metadata"][
             "labels"
         ],
+        "ops-metrics": plan.one("Deployment", common.OPS_METRICS)["spec"]["template"]["metadata"][
+            "labels"
+        ],
     }
 
 
@@ -253,6 +253,8 @@ def test_google_apis_and_the_metadata_server_only_for_the_pods_that_read_the_buc
     )
     assert flows["reconcile"] == api_server
     assert flows["redis"] == set()
+    # the platform metrics read backup and drill outcomes from the bucket
+    assert flows["ops-metrics"] == google | metadata
 
 
 def test_client_namespaces_get_a_client_certificate_when_redis_requires_one(
@@ -321,13 +323,214 @@ def test_metrics_only_from_managed_prometheus(plan: harness.Plan) -> None:
     assert rule["ports"] == [{"port": common.EXPORTER_PORT, "protocol": "TCP"}]
 
 
-def test_proxy_ingress_only_from_the_load_balancer(
+def test_proxy_ingress_only_from_the_load_balancer_and_its_scrapers(
     stack: str, settings: Any, chart_objects: dict[str, list[dict[str, Any]]]
 ) -> None:
     (policy,) = [o for o in chart_objects[stack] if o["kind"] == "NetworkPolicy"]
-    (rule,) = policy["spec"]["ingress"]
-    cidrs = {p["ipBlock"]["cidr"] for p in rule["from"] if "ipBlock" in p}
+    clients, scrapes = policy["spec"]["ingress"]
+    cidrs = {p["ipBlock"]["cidr"] for p in clients["from"] if "ipBlock" in p}
     assert cidrs == set(settings.network.load_balancer_cidrs)
+    assert [p for p in clients["from"] if "ipBlock" not in p] == [{"podSelector": {}}]
+    assert scrapes == {
+        "ports": [{"port": "http", "protocol": "TCP"}],
+        "from": [_ns_peer(network.GMP_NAMESPACE)],
+    }
+
+
+# ---- who reaches whom: the namespace's policies (and the chart's) evaluated ---------------
+
+
+def _ns_peer(namespace: str) -> dict[str, Any]:
+    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+
+
+def _all_policies(
+    plan: harness.Plan, chart: list[dict[str, Any]]
+) -> list[tuple[str, dict[str, Any]]]:
+    """(namespace, spec) of every NetworkPolicy: the program's and the chart's (rendered
+    into the release's namespace)."""
+    (release,) = plan.of_type("kubernetes:helm.sh/v4:Chart")
+    found = [
+        (r.manifest["metadata"]["namespace"], r.manifest["spec"])
+        for r in plan.kube("NetworkPolicy")
+    ]
+    found += [
+        (release.inputs["namespace"], o["spec"]) for o in chart if o["kind"] == "NetworkPolicy"
+    ]
+    return found
+
+
+def _port_in(rule: dict[str, Any], port: int, named: dict[str, int]) -> bool:
+    if "ports" not in rule:
+        return True
+    return any(
+        p.get("protocol", "TCP") == "TCP" and (p["port"] == port or named.get(p["port"]) == port)
+        for p in rule["ports"]
+    )
+
+
+def _peer_matches(
+    peer: dict[str, Any], policy_ns: str, from_ns: str, from_labels: dict[str, str]
+) -> bool:
+    if "ipBlock" in peer:  # addresses, not pods (pod-to-pod flows are by label here)
+        return False
+    if "namespaceSelector" in peer:
+        if not _selects(peer["namespaceSelector"], {"kubernetes.io/metadata.name": from_ns}):
+            return False
+    elif from_ns != policy_ns:
+        return False
+    return "podSelector" not in peer or _selects(peer["podSelector"], from_labels)
+
+
+def _admitted(
+    policies: list[tuple[str, dict[str, Any]]],
+    pod: tuple[str, dict[str, str], dict[str, int]],
+    source: tuple[str, dict[str, str]],
+    port: int,
+) -> bool:
+    """Whether the policies admit a connection from a pod (namespace, labels) to `port`
+    of `pod` (namespace, labels, named container ports), as Kubernetes evaluates them:
+    a pod no Ingress policy selects admits everything, else some rule must."""
+    namespace, labels, named = pod
+    selecting = [
+        spec
+        for ns, spec in policies
+        if ns == namespace
+        and "Ingress" in spec["policyTypes"]
+        and _selects(spec["podSelector"], labels)
+    ]
+    if not selecting:
+        return True
+    for spec in selecting:
+        for rule in spec.get("ingress", []):
+            if not _port_in(rule, port, named):
+                continue
+            if "from" not in rule or any(
+                _peer_matches(peer, namespace, *source) for peer in rule["from"]
+            ):
+                return True
+    return False
+
+
+def _scrape_targets(
+    plan: harness.Plan, chart: list[dict[str, Any]]
+) -> list[tuple[str, dict[str, Any], tuple[str, dict[str, str], dict[str, int]]]]:
+    """(PodMonitoring name, its spec, the pod it selects) for every PodMonitoring of the
+    plan and the chart; asserts each selects exactly one of the declared workloads."""
+    (release,) = plan.of_type("kubernetes:helm.sh/v4:Chart")
+    templates = [
+        (r.manifest["metadata"]["namespace"], r.manifest["spec"]["template"])
+        for r in plan.kube("StatefulSet") + plan.kube("Deployment")
+    ]
+    templates += [
+        (release.inputs["namespace"], o["spec"]["template"])
+        for o in chart
+        if o["kind"] == "Deployment"
+    ]
+    monitors = [
+        (r.manifest["metadata"]["namespace"], r.manifest) for r in plan.kube("PodMonitoring")
+    ]
+    monitors += [(release.inputs["namespace"], o) for o in chart if o["kind"] == "PodMonitoring"]
+    targets = []
+    for namespace, monitor in monitors:
+        selected = [
+            (ns, template)
+            for ns, template in templates
+            if ns == namespace
+            and _selects(monitor["spec"]["selector"], template["metadata"]["labels"])
+        ]
+        assert len(selected) == 1, (
+            f"PodMonitoring {monitor['metadata']['name']} selects {len(selected)}"
+        )
+        ((ns, template),) = selected
+        named = {
+            port["name"]: port["containerPort"]
+            for container in template["spec"]["containers"]
+            for port in container.get("ports", [])
+        }
+        targets.append(
+            (
+                monitor["metadata"]["name"],
+                monitor["spec"],
+                (ns, template["metadata"]["labels"], named),
+            )
+        )
+    return targets
+
+
+COLLECTOR = (network.GMP_NAMESPACE, {"app.kubernetes.io/name": "collector"})
+
+
+def test_managed_prometheus_reaches_every_scrape_target(
+    stack: str, plan: harness.Plan, chart_objects: dict[str, list[dict[str, Any]]]
+) -> None:
+    policies = _all_policies(plan, chart_objects[stack])
+    targets = _scrape_targets(plan, chart_objects[stack])
+    # the Redis exporters, the SSE proxy (the chart's own policy), the platform metrics
+    assert {name for name, _, _ in targets} == {
+        common.STATEFULSET,
+        common.PROXY_RELEASE,
+        common.OPS_METRICS,
+    }
+    for name, spec, pod in targets:
+        for endpoint in spec["endpoints"]:
+            port = pod[2][endpoint["port"]]
+            assert _admitted(policies, pod, COLLECTOR, port), (
+                f"gmp-system cannot scrape {name}:{port}"
+            )
+            # and only Managed Prometheus: a client namespace's pods may not scrape
+            assert not _admitted(policies, pod, ("agents", {}), port), f"{name}:{port} is open"
+    # the model is not trivially permissive: what no rule allows is refused
+    redis = next(pod for name, _, pod in targets if name == common.STATEFULSET)
+    assert not _admitted(policies, redis, COLLECTOR, common.REDIS_PORT)
+    assert not _admitted(policies, redis, COLLECTOR, common.BUS_PORT)
+
+
+def test_nothing_else_reaches_the_platform_metrics(
+    stack: str, plan: harness.Plan, chart_objects: dict[str, list[dict[str, Any]]]
+) -> None:
+    policies = _all_policies(plan, chart_objects[stack])
+    labels = _pod_labels(plan)["ops-metrics"]
+    namespace = harness.settings(stack).namespace
+    selecting = [
+        spec
+        for ns, spec in policies
+        if ns == namespace
+        and "Ingress" in spec["policyTypes"]
+        and _selects(spec["podSelector"], labels)
+    ]
+    rules = [rule for spec in selecting for rule in spec.get("ingress", [])]
+    assert rules == [
+        {
+            "from": [_ns_peer(network.GMP_NAMESPACE)],
+            "ports": [{"port": common.OPS_METRICS_PORT, "protocol": "TCP"}],
+        }
+    ]
+    assert {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]} in selecting  # deny
+    # every other pod of the plan, on any port, is refused; so are other namespaces
+    pod = (namespace, labels, {"metrics": common.OPS_METRICS_PORT})
+    for other, other_labels in _pod_labels(plan).items():
+        for port in (common.OPS_METRICS_PORT, common.REDIS_PORT, common.PROXY_PORT):
+            assert not _admitted(policies, pod, (namespace, other_labels), port), other
+    assert not _admitted(
+        policies, pod, (namespace, dict(common.PROXY_SELECTOR)), common.OPS_METRICS_PORT
+    )
+    assert not _admitted(policies, pod, ("agents", {}), common.OPS_METRICS_PORT)
+    assert not _admitted(policies, pod, COLLECTOR, common.EXPORTER_PORT)
+    # and it may call out to nothing but DNS and (with backups) Google APIs: no Redis
+    egress_peers = [
+        peer
+        for ns, spec in policies
+        if ns == namespace
+        and "Egress" in spec["policyTypes"]
+        and _selects(spec["podSelector"], labels)
+        for rule in spec.get("egress", [])
+        for peer in rule["to"]
+        if "ipBlock" not in peer
+    ]
+    assert egress_peers == [
+        {**_ns_peer("kube-system"), "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
+    ]
 
 
 # ---- secrets ----------------------------------------------------------------------------

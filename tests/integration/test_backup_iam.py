@@ -376,7 +376,9 @@ def test_a_backup_never_replaces_an_object(recorded: dict[str, Run]) -> None:
     emulator ignores the condition, GCS enforces it, and replacing would need
     storage.objects.delete, which the backup identity lacks."""
     uploads = [r for r in recorded["backup-create"].requests if r.upload_name is not None]
-    assert len(uploads) == 3 + 2  # three shards, the manifest, the index entry
+    # three shards, the manifest, the index entry, the run's record (redisops.backup.runs)
+    assert len(uploads) == 3 + 2 + 1
+    assert sum("/runs/backup/" in (r.upload_name or "") for r in uploads) == 1
     for request in uploads:
         assert request.query.get("ifGenerationMatch") == ["0"], request
         assert not request.replaces, request

@@ -111,6 +111,8 @@ def test_alerts_without_their_source_are_left_out() -> None:
     assert "RedisBackupStale" not in names and "RedisRestoreDrillOverdue" not in names
     assert "RedisPrimaryWithoutReplica" not in names and "RedisReplicaLagHigh" not in names
     assert "RedisNodeDown" in names
+    without_proxy = {a.name for a in alerts.selected(alerts.AlertParams(proxy=False))}
+    assert without_proxy and not [n for n in without_proxy if n.startswith("Sse")]
 
 
 def test_the_cloud_policies_carry_the_rules_expressions_durations_and_severities() -> None:
