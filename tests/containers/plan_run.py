@@ -26,7 +26,8 @@ REPLACED = {
     "there is none (nodes are placed without zones)",
     "smoke target can_disrupt": "false, as in prod: the disruptive check deletes a pod "
     "through the API server; the plan run deletes and recreates one itself instead",
-    "exporter sidecar": "not run: oliver006/redis_exporter cannot be pulled here",
+    "exporter sidecar": "not run: oliver006/redis_exporter cannot be pulled here (the twin "
+    "runs Debian's build of it in the alert drills)",
     "Services": "DNS aliases on the pods they select (no ClusterIP, no readiness gating)",
     "NetworkPolicies": "not enforced (no CNI here); checked on the recorded objects only",
     "drill size": "3 scratch shards and 1Gi instead of the CLI's 4 and 4Gi (this machine)",
@@ -99,7 +100,8 @@ def job_pods(plan: harness.Plan, settings: Any) -> dict[str, dict[str, Any]]:
         "reconcile": jobs["reconcile"],
         "backup": with_bucket(jobs["backup"], read_only=False),
         "smoke": with_bucket(jobs["smoke"], read_only=True),
-        "drill": with_bucket(jobs["drill"], read_only=True),
+        # the drill records its outcome next to the backups (objectCreator on GKE)
+        "drill": with_bucket(jobs["drill"], read_only=False),
     }
 
 
@@ -128,6 +130,13 @@ def redis_pods(plan: harness.Plan, settings: Any) -> list[tuple[str, dict[str, A
         ]
         result.append((name, spec, aliases))
     return result
+
+
+def ops_metrics_pod(plan: harness.Plan) -> dict[str, Any]:
+    """The platform metrics Deployment's pod, reading the bucket's stand-in."""
+    (deployment,) = [r.manifest for r in plan.kube("Deployment")
+                     if r.manifest["metadata"]["name"] == "redis-ops-metrics"]  # fmt: skip
+    return with_bucket(deployment["spec"]["template"]["spec"], read_only=True)
 
 
 def proxy_pod(chart: list[dict[str, Any]], settings: Any) -> tuple[dict[str, Any], list[str]]:

@@ -20,6 +20,24 @@ REDIS_READY_S = 180
 JOB_TIMEOUT_S = 600
 
 
+# Fetched from inside the pod (its port is not published): the samples, comments dropped.
+OPS_SCRAPE = (
+    "import urllib.request as u;"
+    "t = u.urlopen('http://127.0.0.1:9122/metrics', timeout=20).read().decode();"
+    "print('\\n'.join(l for l in t.splitlines() if l and not l.startswith('#')))"
+)
+
+
+def _wait_probe(pod: pods.RunningPod, container: str, kind: str, timeout: float) -> float:
+    started = time.monotonic()
+    result = pod.probe(container, kind)
+    while (result is None or not result.ok) and time.monotonic() - started < timeout:
+        time.sleep(1)
+        result = pod.probe(container, kind)
+    assert result is not None and result.ok, f"{pod.name} {kind}: {result}"
+    return round(time.monotonic() - started, 1)
+
+
 def _claims(prefix: str, spec: dict[str, Any]) -> dict[str, str]:
     """Each PersistentVolumeClaim of a pod -> the engine volume standing in for it."""
     return {
@@ -183,6 +201,23 @@ def test_the_dev_plan_runs_as_declared(
         drill = _last_json(logs)
         assert drill["ok"] and drill["restore"]["keys_restored"] >= len(STREAMS), drill
 
+        # 6b. the platform metrics Deployment serves what the alerts read: the mounted
+        #     certificates' expiry and the backup and drill just recorded in the bucket
+        ops = stand_in.start_pod("redis-ops-metrics-0", plan_run.ops_metrics_pod(dev_plan))
+        times["ops metrics live s"] = _wait_probe(ops, "metrics", "livenessProbe", 60)
+        code, text = ops.exec("metrics", ["python", "-c", OPS_SCRAPE], timeout=30)
+        assert code == 0, text
+        ops_metrics = dict(line.rsplit(" ", 1) for line in text.splitlines() if line)
+        for name in ('certificate="node"', 'certificate="ca"'):
+            assert (
+                float(ops_metrics[f"redisops_tls_certificate_expiry_timestamp_seconds{{{name}}}"])
+                > time.time()
+            )
+        assert float(ops_metrics["redisops_backup_last_success_timestamp_seconds"]) > 0, text
+        assert float(ops_metrics["redisops_drill_last_success_timestamp_seconds"]) > 0, text
+        assert ops_metrics["redisops_drill_last_run_failed"] == "0.0", text
+        assert ops_metrics['redisops_source_up{source="backups"}'] == "1.0", text
+
         # 7. a Redis pod is deleted (preStop hands its slots off) and comes back on a new
         #    address with its volume; the cluster takes it back and the gate passes again
         moved = "redis-cluster-0"
@@ -201,7 +236,7 @@ def test_the_dev_plan_runs_as_declared(
         assert code == 0 and _last_json(logs)["ok"], f"smoke after reschedule:\n{logs[-6000:]}"
 
         # 8. every pod stops through its preStop, within its grace period
-        everything = [*redis.values(), proxy]
+        everything = [*redis.values(), proxy, ops]
         for pod, stopped in zip(everything, _stop_all(everything), strict=True):
             for container in pod.spec["containers"]:
                 entry = stopped[container["name"]]

@@ -44,6 +44,10 @@ from tests.integration.proxies import node_admin, publisher, shard_of
 REPORT = Path(os.environ.get("REPORTS", "reports")) / "alert-drills.json"
 TIMINGS: dict[str, dict[str, float]] = {}
 ALERTMANAGER_GROUP_WAIT_S = 1
+# A rules reload (how these drills change the allowed age) makes Prometheus rebuild its
+# Alertmanager targets, and discovery hands them over at most every 5 s: notifications
+# wait for that.
+RELOAD_S = 6.0
 RESOLVE_S = 25.0  # windows are 5 s on the twin; resolution also waits for group_interval
 
 
@@ -620,7 +624,7 @@ def test_backups_that_stop_fire_backup_stale(alert_twin: Twin, hook: Webhook) ->
             ["RedisBackupStale"],
             lambda: _set(alert_twin, backup_max_age_s=1),
             lambda: fresh_backup(alert_twin),
-            shows_after=1.0,  # Prometheus reloads its rules
+            shows_after=RELOAD_S,
         )
     finally:
         _set(alert_twin, backup_max_age_s=3600)
@@ -698,7 +702,7 @@ def test_drills_that_stop_fire_drill_overdue(alert_twin: Twin, hook: Webhook) ->
             ["RedisRestoreDrillOverdue"],
             lambda: _set(alert_twin, drill_max_age_s=1),
             lambda: _set(alert_twin, drill_max_age_s=3600),
-            shows_after=1.0,
+            shows_after=RELOAD_S,
         )
     finally:
         _set(alert_twin, drill_max_age_s=3600)
