@@ -110,10 +110,11 @@ integration-rest: venv redis-server browser ## the integration tests but the ale
 plan-run: venv redis-server container-engine ## the image built here; every pod of the recorded dev plan run as its container, as declared
 	$(BIN)/pytest tests/containers -q
 
-# The alert drills mostly wait on Prometheus' clock: they run beside the static checks (one
-# core each), and everything with real servers after them, one at a time.
+# The alert drills mostly wait on Prometheus' clock: they run first, beside the static
+# checks and the image build (at most two jobs at once); everything else with real servers
+# after them, one at a time.
 test: venv redis-server browser monitoring container-engine ## everything CI runs
-	$(MAKE) --no-print-directory -j2 -O checks alert-drills
+	$(MAKE) --no-print-directory -j2 -O alert-drills checks image
 	$(MAKE) --no-print-directory integration-rest plan-run
 
 bench: venv redis-server ## cold start and failover numbers, 5 runs each (not part of test)

@@ -203,7 +203,8 @@ def test_the_dev_plan_runs_as_declared(
 
         # 6b. the platform metrics Deployment serves what the alerts read: the mounted
         #     certificates' expiry and the backup and drill just recorded in the bucket
-        ops = stand_in.start_pod("redis-ops-metrics-0", plan_run.ops_metrics_pod(dev_plan))
+        ops_spec = plan_run.ops_metrics_pod(dev_plan)
+        ops = stand_in.start_pod("redis-ops-metrics-0", ops_spec, claims=_claims(prefix, ops_spec))
         times["ops metrics live s"] = _wait_probe(ops, "metrics", "livenessProbe", 60)
         code, text = ops.exec("metrics", ["python", "-c", OPS_SCRAPE], timeout=30)
         assert code == 0, text
