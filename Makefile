@@ -91,7 +91,7 @@ unit: venv monitoring ## pure-logic tests, and promtool on the alert rules
 chart: venv ## the Helm chart with the real Helm engine: lint, schema, renders, Kubernetes schemas
 	$(BIN)/pytest tests/chart -q
 
-infra: venv ## the Pulumi program under the mock runtime: the recorded plan of dev and prod
+infra: venv monitoring ## the Pulumi program under the mock runtime: the recorded plan of dev and prod
 	$(BIN)/pytest tests/infra -q
 
 integration: venv redis-server browser monitoring ## real redis-server processes, the SSE proxy, a browser, the smoke suite, the alert drills

@@ -14,7 +14,7 @@ import pulumi_kubernetes as k8s
 from pulumi.runtime import config as runtime_config
 
 from infra import settings as stack_settings
-from infra.alerting import alert_params
+from infra.alerting import alert_params, in_cluster_params
 from infra.k8s.common import Platform
 from infra.k8s.credentials import ACL_SECRET, REPLICATION_SECRET, Credentials, user_secret
 from infra.k8s.jobs import Jobs
@@ -172,7 +172,7 @@ def main() -> None:
         gcp_account=google.identities.smoke.email if google and google.identities.smoke else None,
     )
     if settings.monitoring.prometheus_rule:
-        PrometheusAlerts("prometheus-alerts", platform, alert_params(settings))
+        PrometheusAlerts("prometheus-alerts", platform, in_cluster_params(settings))
     role_secrets = google.role_secrets(credentials.passwords) if google else {}
 
     # recorded only by a rollout that passed the check, for the next one to compare with

@@ -25,4 +25,20 @@ def alert_params(settings: StackSettings) -> AlertParams:
         # no backups, nothing to drill
         drill_max_age_s=settings.monitoring.drill_max_age_s if backup.enabled else None,
         runbook_base=settings.monitoring.runbook_base_url,
+        # Cloud Monitoring evaluates over the whole metrics scope: only this stack's series
+        # (Managed Prometheus labels each with its cluster and namespace).
+        scope=_scope(settings),
     )
+
+
+def _scope(settings: StackSettings) -> dict[str, str]:
+    scope = {"namespace": settings.namespace}
+    if settings.gcp is not None:
+        scope["cluster"] = settings.gcp.gke.name
+    return scope
+
+
+def in_cluster_params(settings: StackSettings) -> AlertParams:
+    """For a Prometheus inside the cluster (the PrometheusRule): it sees only this
+    cluster's series, which carry no Managed Prometheus `cluster` label."""
+    return alert_params(settings).model_copy(update={"scope": {}})

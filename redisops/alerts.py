@@ -52,12 +52,16 @@ class AlertParams(BaseModel):
     memory_ratio: float = Field(default=0.9, gt=0, lt=1)
     connections_ratio: float = Field(default=0.9, gt=0, lt=1)
     proxy_5xx_ratio: float = Field(default=0.05, gt=0, lt=1)
+    proxy_min_rps: float = Field(default=0.1, ge=0)  # requests/s below which 5xx don't page
     auth_failures: int = Field(default=20, ge=1)
     permission_denials: int = Field(default=50, ge=1)
     cutoffs: int = Field(default=10, ge=1)
     cert_days: int = Field(default=14, ge=1)
     scale: float = Field(default=1.0, gt=0, le=1)
     runbook_base: str = "runbooks"
+    # Labels that pin every selector to one deployment (Cloud Monitoring evaluates over a
+    # whole metrics scope, which may hold several clusters: `namespace`, `cluster`).
+    scope: dict[str, str] = Field(default_factory=dict)
 
     def duration(self, seconds: float) -> str:
         """A Prometheus duration of `seconds` on this target's clock (at least 1 s)."""
@@ -76,17 +80,21 @@ class AlertParams(BaseModel):
     def seconds(self, seconds: float) -> int:
         return max(1, math.ceil(seconds * self.scale)) if seconds else 0
 
+    def _selector(self, job: str) -> str:
+        extra = "".join(f',{k}="{v}"' for k, v in sorted(self.scope.items()))
+        return f'job="{job}"{extra}'
+
     @property
     def r(self) -> str:
-        return f'job="{self.redis_job}"'
+        return self._selector(self.redis_job)
 
     @property
     def p(self) -> str:
-        return f'job="{self.proxy_job}"'
+        return self._selector(self.proxy_job)
 
     @property
     def o(self) -> str:
-        return f'job="{self.ops_job}"'
+        return self._selector(self.ops_job)
 
 
 @dataclass(frozen=True)
@@ -111,9 +119,20 @@ class Alert:
     fires: Case
     quiet: Case
     applies: Callable[[AlertParams], bool] = lambda _p: True
+    also_fires: tuple[Case, ...] = ()  # further failing series promtool must alert on
 
     def runbook_url(self, params: AlertParams) -> str:
         return f"{params.runbook_base.rstrip('/')}/{self.name}.md"
+
+
+def _burst(selector: str, window: str, above: float) -> str:
+    """More than `above` events in `window` of a counter, including a counter that only
+    appears with its first event (Redis errorstats, a restarted pod's series): increase()
+    needs two samples, so a series born above the threshold counts as its own burst."""
+    return (
+        f"increase({selector}[{window}]) > {above:g}"
+        f" or ({selector} > {above:g} unless {selector} offset {window})"
+    )
 
 
 def _r(series: str, labels: str = "") -> str:
@@ -195,7 +214,7 @@ ALERTS: tuple[Alert, ...] = (
     Alert(
         name="RedisNodesMissing",
         severity="page",
-        for_s=300,
+        for_s=120,
         expr=lambda p: (
             f"count(redis_up{{{p.r}}} == 1) < {p.expected_nodes} or absent(redis_up{{{p.r}}} == 1)"
         ),
@@ -245,7 +264,7 @@ ALERTS: tuple[Alert, ...] = (
     Alert(
         name="RedisReplicaLagHigh",
         severity="ticket",
-        for_s=120,
+        for_s=0,
         expr=lambda p: (
             f"max by (job, instance) (redis_connected_slave_lag_seconds{{{p.r}}})"
             f" > {p.lag(p.replica_lag_s)}"
@@ -294,7 +313,7 @@ ALERTS: tuple[Alert, ...] = (
         name="RedisOomRejectedWrites",
         severity="page",
         for_s=0,
-        expr=lambda p: f'increase(redis_errors_total{{{p.r},err="OOM"}}[{p.duration(300)}]) > 0',
+        expr=lambda p: _burst(f'redis_errors_total{{{p.r},err="OOM"}}', p.duration(300), 0),
         summary="Redis {{ $labels.instance }} rejects writes: out of memory",
         description="Commands fail with OOM: used memory reached maxmemory (noeviction).",
         fires=Case(
@@ -303,6 +322,13 @@ ALERTS: tuple[Alert, ...] = (
             labels={**REDIS_LABELS, "err": "OOM"},
         ),
         quiet=Case({_r("redis_errors_total", 'err="OOM"'): "3x12"}),
+        also_fires=(
+            Case(
+                {_r("redis_errors_total", 'err="OOM"'): "_ _ 40x10"},
+                at="4m",
+                labels={**REDIS_LABELS, "err": "OOM"},
+            ),
+        ),
     ),
     Alert(
         name="RedisPersistenceWriteErrors",
@@ -352,9 +378,8 @@ ALERTS: tuple[Alert, ...] = (
         name="RedisAuthFailuresSpike",
         severity="ticket",
         for_s=0,
-        expr=lambda p: (
-            f'increase(redis_errors_total{{{p.r},err="WRONGPASS"}}[{p.duration(300)}])'
-            f" > {p.auth_failures}"
+        expr=lambda p: _burst(
+            f'redis_errors_total{{{p.r},err="WRONGPASS"}}', p.duration(300), p.auth_failures
         ),
         summary="Redis {{ $labels.instance }}: {{ $value }} failed logins in 5 minutes",
         description=(
@@ -368,14 +393,20 @@ ALERTS: tuple[Alert, ...] = (
             labels={**REDIS_LABELS, "err": "WRONGPASS"},
         ),
         quiet=Case({_r("redis_errors_total", 'err="WRONGPASS"'): "0+1x12"}, at="5m"),
+        also_fires=(
+            Case(
+                {_r("redis_errors_total", 'err="WRONGPASS"'): "_ _ 100x10"},
+                at="4m",
+                labels={**REDIS_LABELS, "err": "WRONGPASS"},
+            ),
+        ),
     ),
     Alert(
         name="RedisPermissionDenialsSpike",
         severity="ticket",
         for_s=0,
-        expr=lambda p: (
-            f'increase(redis_errors_total{{{p.r},err="NOPERM"}}[{p.duration(300)}])'
-            f" > {p.permission_denials}"
+        expr=lambda p: _burst(
+            f'redis_errors_total{{{p.r},err="NOPERM"}}', p.duration(300), p.permission_denials
         ),
         summary="Redis {{ $labels.instance }}: {{ $value }} commands refused by the ACL "
         "in 5 minutes",
@@ -389,6 +420,13 @@ ALERTS: tuple[Alert, ...] = (
             labels={**REDIS_LABELS, "err": "NOPERM"},
         ),
         quiet=Case({_r("redis_errors_total", 'err="NOPERM"'): "0+1x12"}, at="5m"),
+        also_fires=(
+            Case(
+                {_r("redis_errors_total", 'err="NOPERM"'): "_ _ 100x10"},
+                at="4m",
+                labels={**REDIS_LABELS, "err": "NOPERM"},
+            ),
+        ),
     ),
     Alert(
         name="RedisTlsCertificateExpiringSoon",
@@ -548,6 +586,10 @@ ALERTS: tuple[Alert, ...] = (
             f'status=~"5.."}}[{p.duration(300)}]))'
             f" / sum by (job, instance) (rate(sse_http_requests_total{{{p.p},{CLIENT_ROUTES}}}"
             f"[{p.duration(300)}])) > {p.proxy_5xx_ratio}"
+            # and enough requests that a ratio means something (one client retrying
+            # against a full pod is SseConnectionsNearLimit's)
+            f" and sum by (job, instance) (rate(sse_http_requests_total{{{p.p},{CLIENT_ROUTES}}}"
+            f"[{p.duration(300)}])) > {p.proxy_min_rps:g}"
         ),
         summary="SSE proxy {{ $labels.instance }} answers {{ $value | humanizePercentage }} "
         "of requests with 5xx",
@@ -750,7 +792,8 @@ def promtool_tests(params: AlertParams, rule_file: str) -> dict[str, Any]:
         raise ValueError("the promtool cases are written for alerts.CASE_PARAMS")
     tests = []
     for alert in selected(params):
-        for case, fires in ((alert.fires, True), (alert.quiet, False)):
+        cases = [(alert.fires, True), *((c, True) for c in alert.also_fires), (alert.quiet, False)]
+        for n, (case, fires) in enumerate(cases):
             expected = []
             if fires:
                 expected = [
@@ -760,7 +803,7 @@ def promtool_tests(params: AlertParams, rule_file: str) -> dict[str, Any]:
                 ]
             tests.append(
                 {
-                    "name": f"{alert.name} {'fires' if fires else 'stays quiet'}",
+                    "name": f"{alert.name} {'fires' if fires else 'stays quiet'} ({n})",
                     "interval": "1m",
                     "input_series": [
                         {"series": series, "values": values}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,9 +155,14 @@ def _counting(enabled: bool, label: str, total: int | None) -> Iterator[Any]:
 class Outcome:
     ok: bool = True
     detail: str = ""
+    ran: bool = True
 
     def judge(self, ok: bool, detail: str) -> None:
         self.ok, self.detail = ok, detail
+
+
+def _terminated(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 @contextlib.contextmanager
@@ -164,15 +170,25 @@ def recorded(storage: Storage, kind: runs.Kind) -> Iterator[Outcome]:
     """Record the run's outcome in `storage` (`redisops.backup.runs`) however it ends: a
     failed run leaves no manifest, and the backup-failed alert reads this record."""
     outcome = Outcome()
+    # SIGTERM (a Job's deadline, an eviction) would end Python without `finally`: make it
+    # an exception, so the run is recorded as failed before the process exits.
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         yield outcome
+    except ConfigError:
+        # Bad usage or configuration (exit 2) is not a run: nothing is recorded for a
+        # typo. A CronJob whose configuration stays wrong shows as RedisBackupStale.
+        outcome.ran = False
+        raise
     except BaseException as exc:
         if not isinstance(exc, typer.Exit) or exc.exit_code != 0:
             outcome.judge(False, f"{type(exc).__name__}: {str(exc)[:300]}")
         raise
     finally:
+        signal.signal(signal.SIGTERM, previous)
         try:
-            runs.record_run(storage, kind, outcome.ok, outcome.detail)
+            if outcome.ran:
+                runs.record_run(storage, kind, outcome.ok, outcome.detail)
         except Exception as exc:  # the run's own result matters more than its record
             logger.warning("could not record the %s run in %s: %s", kind, storage.url, exc)
 
@@ -194,28 +210,30 @@ def backup_create(
 ) -> None:
     """One RDB per shard (from a replica when one is in sync), manifest written last; only
     new objects, never one replaced."""
-    access = cluster_access(
-        acl.BACKUP,
-        target=target,
-        state_dir=state_dir,
-        nodes=node,
-        ca=ca,
-        cert=cert,
-        key=key,
-        user=user,
-        password_file=password_file,
-    )
     storage = open_storage(_location(to, target, state_dir))
-    source = f"local twin {access.twin.layout.root}" if access.twin else ",".join(node or [])
-    with recorded(storage, "backup") as outcome, _transfer(show_progress(json_out)) as progress:
-        manifest = create_backup(
-            access.endpoints,
-            access.tls,
-            access.credentials,
-            storage,
-            source=source,
-            progress=progress,
+    with recorded(storage, "backup") as outcome:
+        # Inside the record: a node that cannot be reached is a failed backup run too.
+        access = cluster_access(
+            acl.BACKUP,
+            target=target,
+            state_dir=state_dir,
+            nodes=node,
+            ca=ca,
+            cert=cert,
+            key=key,
+            user=user,
+            password_file=password_file,
         )
+        source = f"local twin {access.twin.layout.root}" if access.twin else ",".join(node or [])
+        with _transfer(show_progress(json_out)) as progress:
+            manifest = create_backup(
+                access.endpoints,
+                access.tls,
+                access.credentials,
+                storage,
+                source=source,
+                progress=progress,
+            )
         outcome.detail = manifest.id
     if json_out:
         emit({"location": storage.url, **manifest.model_dump(mode="json")})

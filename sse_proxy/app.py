@@ -40,6 +40,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+# /metrics asks Redis for readiness and the readers' lag at most this often.
+MEASURE_EVERY_S = 1.0
 STREAM_NAME = re.compile(r"^[A-Za-z0-9_.:{}\-]{1,256}$")
 SUBSCRIPTION = re.compile(r"^/v1/streams/([^/]+)$")
 SSE_HEADERS = [
@@ -487,12 +489,18 @@ def build_app(settings: ProxySettings) -> Starlette:
         }
         return JSONResponse(body, status_code=200 if not problems else 503)
 
+    measured = {"at": -MEASURE_EVERY_S}
+
     async def metrics_endpoint(request: Request) -> Response:
         # Gauges of this moment: readiness as /readyz sees it, the readers' lag as Redis
         # sees it, connections against the limit. Redis gets half a second: a scrape
-        # must answer within its timeout (1 s on the twin) even while Redis stalls.
-        problems, _ = await asyncio.gather(readiness(0.5), proxy.hub.measure_lag(0.5))
-        metrics.READY.set(0 if problems else 1)
+        # must answer within its timeout (1 s on the twin) even while Redis stalls. At
+        # most once a second, however often /metrics is asked.
+        now = time.monotonic()
+        if now - measured["at"] >= MEASURE_EVERY_S:
+            measured["at"] = now
+            problems, _ = await asyncio.gather(readiness(0.5), proxy.hub.measure_lag(0.5))
+            metrics.READY.set(0 if problems else 1)
         metrics.CONNECTIONS.set(proxy.hub.connections)
         metrics.CONNECTIONS_LIMIT.set(proxy.settings.max_connections)
         proxy.hub.update_gauges()

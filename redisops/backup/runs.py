@@ -25,8 +25,8 @@ from redisops.backup.storage import Storage
 Kind = Literal["backup", "drill"]
 KINDS: tuple[Kind, ...] = ("backup", "drill")
 PREFIX = "runs"
-RANK_END = 10**14  # milliseconds since 1970: good for three thousand years
-NAME = re.compile(r"^(?P<rank>\d{14})-(?P<salt>[0-9a-f]{6})-(?P<outcome>ok|failed)\.json$")
+RANK_END = 10**17  # microseconds since 1970: good for three thousand years
+NAME = re.compile(r"^(?P<rank>\d{17})-(?P<salt>[0-9a-f]{6})-(?P<outcome>ok|failed)\.json$")
 PAGE = 20
 
 
@@ -38,8 +38,8 @@ class RunRecord:
 
 
 def record_name(finished_at: dt.datetime, ok: bool) -> str:
-    ms = int(finished_at.timestamp() * 1000)
-    return f"{RANK_END - ms:014d}-{secrets.token_hex(3)}-{'ok' if ok else 'failed'}.json"
+    us = int(finished_at.timestamp() * 1_000_000)
+    return f"{RANK_END - us:017d}-{secrets.token_hex(3)}-{'ok' if ok else 'failed'}.json"
 
 
 def record_run(storage: Storage, kind: Kind, ok: bool, detail: str = "") -> RunRecord:
@@ -58,8 +58,8 @@ def _records(storage: Storage, kind: Kind) -> Iterator[RunRecord]:
         match = NAME.match(name.rsplit("/", 1)[-1])
         if match is None:
             continue
-        ms = RANK_END - int(match["rank"])
-        finished = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+        us = RANK_END - int(match["rank"])
+        finished = dt.datetime.fromtimestamp(us / 1_000_000, dt.UTC)
         yield RunRecord(kind, match["outcome"] == "ok", finished)
 
 

@@ -58,6 +58,7 @@ def twin_alert_params(settings: TwinSettings) -> AlertParams:
     return AlertParams(
         expected_nodes=settings.node_count,
         replicas=settings.replicas,
+        proxy=settings.sse_proxy,
         backup_max_age_s=settings.backup_max_age_s,
         drill_max_age_s=settings.drill_max_age_s,
         scale=TWIN_SCALE,
@@ -251,8 +252,8 @@ class TwinMonitoring:
         return None
 
     def up(self, settings: TwinSettings) -> list[str]:
-        """Start what is not running (restart all when the configuration changed);
-        return what was started. Waits until Prometheus and Alertmanager answer."""
+        """Start what is not running (Prometheus and Alertmanager re-read changed files
+        on SIGHUP); return what was started. Waits until both answer."""
         changed = self.write_config(settings)
         argv = self._argv(settings)
         if changed:

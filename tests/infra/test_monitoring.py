@@ -17,7 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from infra.alerting import alert_params
+from infra.alerting import alert_params, in_cluster_params
 from infra.k8s import common, network
 from infra.k8s import tls as tls_names
 from infra.k8s.monitoring import RULE_NAME
@@ -158,6 +158,10 @@ def test_cloud_policies_carry_the_prometheus_rules(plan: harness.Plan, settings:
         severity = rule["labels"]["severity"]
         assert policy["severity"] == {"page": "CRITICAL", "ticket": "WARNING"}[severity], name
         assert rule["annotations"]["runbook_url"] in policy["documentation"]["content"], name
+        # only this stack's series: every selector names its cluster and namespace
+        selectors = promql["query"].count('job="')
+        scope = f',cluster="{settings.gcp.gke.name}",namespace="{settings.namespace}"'
+        assert promql["query"].count(scope) == selectors > 0, name
 
 
 def test_pages_and_tickets_go_to_their_channels(
@@ -304,7 +308,7 @@ def test_no_prometheus_rule_by_default(plan: harness.Plan) -> None:
 def test_a_prometheus_rule_renders_the_same_alerts(tmp_path: Path) -> None:
     overrides = {"monitoring": {"prometheusRule": True}}
     plan = harness.run("dev", overrides)
-    params = alert_params(harness.settings("dev", overrides))
+    params = in_cluster_params(harness.settings("dev", overrides))
     (registration,) = plan.kube("PrometheusRule")
     assert registration.type == "kubernetes:monitoring.coreos.com/v1:PrometheusRule"
     rule = registration.manifest
@@ -316,7 +320,7 @@ def test_a_prometheus_rule_renders_the_same_alerts(tmp_path: Path) -> None:
     assert namespace.urn in registration.dependencies
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("promtool (Debian's prometheus) is not installed")
+        pytest.fail("promtool missing: `make monitoring` installs Debian's prometheus")
     rules = tmp_path / "rules.yaml"
     rules.write_text(yaml.safe_dump(rule["spec"]))
     checked = subprocess.run(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.crc import key_slot
 
 from infra.k8s.redis_cluster import SCRIPTS
 from redisops import acl
@@ -91,6 +92,51 @@ def _wait_role(twin: Twin, port: int, role: str, timeout: float = 15) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"node :{port} did not become {role}")
+
+
+def test_pre_stop_lets_a_node_finish_its_initial_aof_before_sigterm(
+    session_twin: Twin, tmp_path: Path
+) -> None:
+    """Redis refuses SIGTERM while it writes its first AOF ("Writing initial AOF, can't
+    exit"), as a replica does right after a full sync: the kubelet would kill it at the
+    end of the grace period. The hook waits for the rewrite (seen in the plan run)."""
+    roles = nodes_by_role(session_twin)
+    replica = roles["replica"][0]
+    primary = next(n for n in roles["primary"] if n["node_id"] == replica["primary_id"])
+    lo = primary["slots"][0][0]
+    tag = next(t for t in map(str, range(100_000)) if key_slot(t.encode()) == lo)
+    keys = [f"aof-drill:{{{tag}}}:{i}" for i in range(100)]
+    writer = connect(
+        Endpoint(host=HOST, port=primary["port"]),
+        session_twin.client_tls(acl.ADMIN),
+        session_twin.credentials(acl.ADMIN),
+    )
+    writer.mset(dict.fromkeys(keys, "x"))
+    writer.execute_command("WAIT", 1, 2000)
+    node = connect(
+        Endpoint(host=HOST, port=replica["port"]),
+        session_twin.client_tls(acl.ADMIN),
+        session_twin.credentials(acl.ADMIN),
+    )
+    try:
+        # An initial AOF, slowed down: switching AOF on makes Redis write it from scratch.
+        node.config_set("rdb-key-save-delay", "40000")  # 40 ms per key
+        node.config_set("appendonly", "no")
+        node.config_set("appendonly", "yes")
+        assert node.info("persistence")["aof_rewrite_in_progress"] == 1
+        proc = run_script("pre-stop.sh", pod_env(session_twin, tmp_path, replica["port"]))
+        assert proc.returncode == 0, proc.stderr
+        assert "waiting for the AOF rewrite" in proc.stdout, proc.stdout
+        persistence = node.info("persistence")
+        assert persistence["aof_rewrite_in_progress"] == 0, persistence  # SIGTERM would work
+    finally:
+        node.config_set("rdb-key-save-delay", "0")
+        deadline = time.monotonic() + 30
+        while node.info("persistence")["aof_rewrite_in_progress"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        node.close()
+        writer.delete(*keys)
+        writer.close()
 
 
 def test_pre_stop_hands_a_primary_to_its_replica(session_twin: Twin, tmp_path: Path) -> None:

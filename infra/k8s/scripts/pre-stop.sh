@@ -5,6 +5,20 @@
 # Never fails the hook: the pod stops either way.
 . "$(dirname "$0")/lib.sh"
 : "${HANDOFF_TIMEOUT:=20}"
+: "${AOF_WAIT_TIMEOUT:=15}"
+# A server still writing its first AOF (a replica right after a full sync) refuses SIGTERM
+# ("Writing initial AOF, can't exit") and would be killed at the end of the grace period:
+# let the rewrite finish first, for a bounded time.
+steps=$((AOF_WAIT_TIMEOUT * 5))
+while [ "$steps" -gt 0 ]; do
+    case "$(rcli operator 127.0.0.1 "$REDIS_PORT" info persistence 2>&1 | tr -d '\r')" in
+        *aof_rewrite_in_progress:1* | *aof_rewrite_scheduled:1*) ;;
+        *) break ;;
+    esac
+    [ "$steps" -eq $((AOF_WAIT_TIMEOUT * 5)) ] && echo "pre-stop: waiting for the AOF rewrite"
+    sleep 0.2
+    steps=$((steps - 1))
+done
 info=$(rcli operator 127.0.0.1 "$REDIS_PORT" info replication 2>&1 | tr -d '\r')
 case "$info" in
     *role:master*) ;;
