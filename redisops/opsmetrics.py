@@ -100,9 +100,8 @@ class OpsCollector(Collector):
     def _storage_metrics(self, storage: Storage) -> Iterator[GaugeMetricFamily]:
         storage.check()  # a location that is gone is "source down", not "no backups"
         newest = newest_complete(storage)
-        backup = runs.latest_run(storage, "backup")
-        drill = runs.latest_run(storage, "drill")
-        drill_ok = runs.latest_success(storage, "drill")
+        backup, _ = runs.latest(storage, "backup")
+        drill, drill_ok = runs.latest(storage, "drill")
         families = [
             (
                 "redisops_backup_last_success_timestamp_seconds",

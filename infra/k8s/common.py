@@ -157,3 +157,9 @@ def split_image(image: str) -> tuple[str, str | None, str | None]:
     if colon > slash:
         return name[:colon], name[colon + 1 :], digest or None
     return name, None, digest or None
+
+
+def pod_monitoring_spec(selector: dict[str, str], port: str = "metrics") -> dict[str, Any]:
+    """What Managed Prometheus scrapes (a PodMonitoring's spec): `port` of the pods
+    `selector` matches, every 30 s. The PodMonitoring's name is the series' `job`."""
+    return {"selector": {"matchLabels": selector}, "endpoints": [{"port": port, "interval": "30s"}]}

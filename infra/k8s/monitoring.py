@@ -24,6 +24,7 @@ from infra.k8s.common import (
     Platform,
     labels,
     meta,
+    pod_monitoring_spec,
     pool_placement,
     restricted_pod,
 )
@@ -148,10 +149,7 @@ class OpsMetrics(pulumi.ComponentResource):
                 api_version="monitoring.googleapis.com/v1",
                 kind="PodMonitoring",
                 metadata=meta(OPS_METRICS, ns, "monitoring"),
-                spec={
-                    "selector": {"matchLabels": OPS_METRICS_SELECTOR},
-                    "endpoints": [{"port": "metrics", "interval": "30s"}],
-                },
+                spec=pod_monitoring_spec(OPS_METRICS_SELECTOR),
                 opts=platform.opts(self),
             )
         self.register_outputs({})

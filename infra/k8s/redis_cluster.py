@@ -30,6 +30,7 @@ from infra.k8s.common import (
     Platform,
     labels,
     meta,
+    pod_monitoring_spec,
     pool_placement,
     redis_client_endpoint,
     restricted_pod,
@@ -366,10 +367,7 @@ class RedisCluster(pulumi.ComponentResource):
                 api_version="monitoring.googleapis.com/v1",
                 kind="PodMonitoring",
                 metadata=meta(STATEFULSET, ns, "monitoring"),
-                spec={
-                    "selector": {"matchLabels": REDIS_SELECTOR},
-                    "endpoints": [{"port": "metrics", "interval": "30s"}],
-                },
+                spec=pod_monitoring_spec(REDIS_SELECTOR),
                 opts=platform.opts(self),
             )
         self.client_endpoint = redis_client_endpoint(settings)

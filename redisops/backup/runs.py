@@ -63,17 +63,26 @@ def _records(storage: Storage, kind: Kind) -> Iterator[RunRecord]:
         yield RunRecord(kind, match["outcome"] == "ok", finished)
 
 
+def latest(
+    storage: Storage, kind: Kind, scan: int = PAGE
+) -> tuple[RunRecord | None, RunRecord | None]:
+    """(the newest record of `kind`, the newest successful one among the newest `scan`),
+    from one listing (a longer run of failures than `scan` is an alert already)."""
+    newest: RunRecord | None = None
+    for i, record in enumerate(_records(storage, kind)):
+        newest = newest or record
+        if record.ok:
+            return newest, record
+        if i + 1 >= scan:
+            break
+    return newest, None
+
+
 def latest_run(storage: Storage, kind: Kind) -> RunRecord | None:
     """The newest record of `kind`, or None when there is none."""
-    return next(_records(storage, kind), None)
+    return latest(storage, kind)[0]
 
 
 def latest_success(storage: Storage, kind: Kind, scan: int = PAGE) -> RunRecord | None:
-    """The newest successful record among the newest `scan` of `kind` (a longer run of
-    failures than that is an alert already)."""
-    for i, record in enumerate(_records(storage, kind)):
-        if record.ok:
-            return record
-        if i + 1 >= scan:
-            break
-    return None
+    """The newest successful record among the newest `scan` of `kind`."""
+    return latest(storage, kind, scan)[1]

@@ -269,7 +269,9 @@ class TwinMonitoring:
                     "choose another --monitoring-port"
                 )
             env = {**os.environ, **extra_env}
-            pid = start_with_env(args, self.logfile(name), self.pidfile(name), env)
+            pid = process.start_daemon(
+                args, self.logfile(name), self.pidfile(name), env=env, cwd=self.root
+            )
             started.append(f"{name} (pid {pid})")
         self._wait_ready(settings)
         return started
@@ -328,25 +330,6 @@ class TwinMonitoring:
             "rule_file": str(self.rule_file),
             "processes": {name: self.running_pid(name) for name in names},
         }
-
-
-def start_with_env(argv: list[str], logfile: Path, pidfile: Path, env: dict[str, str]) -> int:
-    """`process.start_daemon` with an environment (the exporters' password)."""
-    import subprocess
-
-    logfile.parent.mkdir(parents=True, exist_ok=True)
-    with logfile.open("ab") as log:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            cwd=pidfile.parent,
-        )
-    pidfile.write_text(f"{proc.pid}\n")
-    return proc.pid
 
 
 def _answers(url: str) -> bool:

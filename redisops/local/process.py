@@ -175,8 +175,15 @@ def terminate(pid: int, timeout: float) -> None:
         raise OperationError(f"pid {pid} survived SIGKILL")
 
 
-def start_daemon(argv: list[str], logfile: Path, pidfile: Path) -> int:
-    """Start a long-running process detached from this one; record its PID."""
+def start_daemon(
+    argv: list[str],
+    logfile: Path,
+    pidfile: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> int:
+    """Start a long-running process detached from this one; record its PID. `env`
+    (default: this process's) carries what must stay off the command line."""
     logfile.parent.mkdir(parents=True, exist_ok=True)
     with logfile.open("ab") as log:
         proc = subprocess.Popen(
@@ -184,6 +191,8 @@ def start_daemon(argv: list[str], logfile: Path, pidfile: Path) -> int:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
             start_new_session=True,  # not killed with the shell that ran `make up`
         )
     pidfile.write_text(f"{proc.pid}\n")
