@@ -7,6 +7,7 @@ logs go to stderr).
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,6 +37,7 @@ from redisops.cluster import format_ranges
 from redisops.errors import ConfigError, RedisOpsError
 from redisops.local import compose
 from redisops.local.twin import Twin
+from redisops.plan import ACTIONS, Action, Plan
 from redisops.reconcile import ReconcileOptions, ReconcileReport, reconcile
 from redisops.topology import DesiredCluster, DesiredNode
 
@@ -92,9 +94,29 @@ def _status_table(status: dict[str, Any]) -> Table:
     return table
 
 
+def _plan_table(plan: Plan) -> Table:
+    table = Table(title=f"plan: {len(plan.actions)} change(s)", title_justify="left")
+    for column in ("#", "action", "node", "risk", "reason"):
+        table.add_column(column, overflow="fold")
+    colours = {"none": "green", "low": "green", "medium": "yellow", "high": "red"}
+    for i, action in enumerate(plan.actions, start=1):
+        risk = f"[{colours[action.risk]}]{action.risk}[/{colours[action.risk]}]"
+        table.add_row(str(i), action.message, action.node or "-", risk, action.reason)
+    return table
+
+
+def _print_plan(plan: Plan) -> None:
+    if plan.actions:
+        out.print(_plan_table(plan))
+    else:
+        out.print("plan: no changes")
+
+
 def _print_report(report: ReconcileReport) -> None:
-    for action in report.actions:
-        out.print(f"  {'would ' if report.dry_run else ''}{action.message}")
+    if report.failed is not None:
+        out.print(f"  [red]failed[/red] {report.failed.message}: {report.failed.error}")
+        for action in report.remaining:
+            out.print(f"  not started: {action.message}")
     for finding in report.findings:
         colour = {"error": "red", "warning": "yellow", "info": "blue"}[finding.severity]
         where = f" {finding.node}" if finding.node else ""
@@ -108,7 +130,12 @@ def _print_report(report: ReconcileReport) -> None:
 
 def _report_json(report: ReconcileReport) -> dict[str, Any]:
     data = report.model_dump(mode="json")
-    data.update(changed=report.changed, healthy=report.healthy, summary=report.summary())
+    data.update(
+        changed=report.changed,
+        healthy=report.healthy,
+        summary=report.summary(),
+        remaining=[a.model_dump(mode="json") for a in report.remaining],
+    )
     return data
 
 
@@ -339,12 +366,29 @@ def reconcile_cmd(
         float,
         typer.Option(help="Seconds to retry nodes whose mounted ACL/certificate files lag."),
     ] = 0.0,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report, change nothing.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--plan", "--dry-run", help="Print the plan and the findings; change nothing."
+        ),
+    ] = False,
+    plan_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Apply the plan saved by `reconcile --plan --json`, only if planning now gives "
+            "exactly the same actions."
+        ),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for convergence.")] = 60.0,
     state_dir: StateDir = DEFAULT_STATE_DIR,
     json_out: JsonOut = False,
 ) -> None:
-    """Form, heal or scale the cluster, load ACLs, reload TLS; report drift as findings."""
+    """Form, heal or scale the cluster, load ACLs, reload TLS; report drift as findings.
+
+    Prints the plan (each action with its reason and risk) before anything changes;
+    `--plan` stops there. Applying stops at the first failed action and says what was
+    done and what remains. Exit 0 healthy, 1 findings or a failed action, 2 usage.
+    """
     if target == "local":
         refuse_unused(
             "--target local (the twin supplies its shape, nodes, ACL file, certificates and "
@@ -368,7 +412,11 @@ def reconcile_cmd(
         timeout_s=timeout,
         mount_settle_s=settle,
         progress=logger.info,
+        expected_plan=_read_plan(plan_file) if plan_file is not None else None,
+        on_plan=None if json_out else _print_plan,
     )
+    if plan_file is not None and dry_run:
+        raise ConfigError("--plan-file applies a saved plan; drop --plan to apply it")
     if target == "local":
         twin = Twin(state_dir)
         settings = twin.settings()
@@ -436,6 +484,23 @@ def reconcile_cmd(
         _print_report(report)
     if not report.healthy:
         raise typer.Exit(1)
+
+
+def _read_plan(path: Path) -> list[Action]:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"--plan-file {path}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--plan-file {path}: not JSON ({exc}); save `--plan --json`") from exc
+    actions = data.get("actions") if isinstance(data, dict) else data
+    try:
+        return ACTIONS.validate_python(actions)
+    except ValueError as exc:
+        raise ConfigError(
+            f"--plan-file {path}: not a reconcile plan ({_first_error(exc)}); save the output "
+            "of `redisops reconcile --plan --json`"
+        ) from exc
 
 
 def _first_error(exc: ValueError) -> str:
