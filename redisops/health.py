@@ -195,6 +195,16 @@ def _membership(observations: Sequence[Observation], members: list[Observation])
     return findings
 
 
+def slot_findings(observations: Sequence[Observation]) -> list[Finding]:
+    """Whether every slot is served, judged from the member with the latest view."""
+    members = members_of(observations)
+    if not members:
+        return []
+    view = anchor_of(members).view
+    assert view is not None
+    return _slot_map(members, view)
+
+
 def _slot_map(members: list[Observation], view: NodeView) -> list[Finding]:
     findings = []
     signatures = {slot_map_signature(o.view) for o in members if o.view}

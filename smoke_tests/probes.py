@@ -19,10 +19,11 @@ import redis
 from cryptography import x509
 from redis.crc import key_slot
 
-from redisops import acl
+from redisops import acl, health
 from redisops.client import Credentials, Endpoint, TlsClient, connect, connect_cluster
 from redisops.cluster import ClusterNode, NodeView, expand, parse_cluster_nodes, parse_info
 from redisops.tls import days_until_expiry
+from redisops.topology import DesiredCluster, DesiredNode
 from smoke_tests.targets import Target, TargetError
 
 
@@ -66,7 +67,8 @@ def read_views(target: Target) -> dict[Endpoint, NodeView | None]:
 
 @dataclass
 class Health:
-    """The cluster's health as the smoke suite judges it; `problems` empty means healthy."""
+    """The cluster's health as the smoke suite reports it: the health model's errors and
+    anything not settled yet (a suspected node); `problems` empty means healthy."""
 
     problems: list[str]
     primaries: int
@@ -77,38 +79,34 @@ class Health:
         return not self.problems
 
 
+def desired_of(target: Target) -> DesiredCluster:
+    nodes = tuple(DesiredNode(endpoint=n.endpoint, zone=n.zone) for n in target.nodes())
+    try:
+        return DesiredCluster(shards=target.shards, replicas=target.replicas, nodes=nodes)
+    except ValueError as exc:
+        raise TargetError(f"target {target.name}: its nodes do not match its shape: {exc}") from exc
+
+
+def observe(target: Target, role: str = acl.SMOKE) -> list[health.Observation]:
+    """Every node of the target read into the health model (redisops.health)."""
+    tls, creds = target.tls(role), role_credentials(target, role)
+    clients: dict[Endpoint, redis.Redis] = {}
+
+    def client_for(endpoint: Endpoint) -> redis.Redis:
+        if endpoint not in clients:
+            clients[endpoint] = connect(endpoint, tls, creds, timeout=2.0)
+        return clients[endpoint]
+
+    try:
+        return health.observe(desired_of(target).nodes, client_for, creds.username)
+    finally:
+        for client in clients.values():
+            client.close()
+
+
 def cluster_health(target: Target) -> Health:
-    views = read_views(target)
-    problems: list[str] = []
-    for endpoint, view in views.items():
-        if view is None:
-            problems.append(f"{endpoint}: unreachable")
-        elif view.cluster_state != "ok":
-            problems.append(f"{endpoint}: cluster_state:{view.cluster_state}")
-    live = [v for v in views.values() if v is not None]
-    if not live:
-        return Health(problems or ["no node reachable"], 0, 0)
-    view = max(live, key=lambda v: int(v.info.get("cluster_current_epoch", "0")))
-    covered: set[int] = set()
-    primaries = [n for n in view.nodes if n.is_primary and n.slots and not n.failed]
-    for node in primaries:
-        covered |= expand(node.slots)
-    if len(covered) != 16384:
-        problems.append(f"{16384 - len(covered)} of 16384 slots not covered")
-    replicas = 0
-    for node in primaries:
-        followers = [n for n in view.nodes if n.master_id == node.node_id and not n.failed]
-        replicas += len(followers)
-        if len(followers) < target.replicas:
-            problems.append(
-                f"primary {node.address} has {len(followers)} of {target.replicas} replicas"
-            )
-    if len(primaries) != target.shards:
-        problems.append(f"{len(primaries)} primaries serve slots, {target.shards} expected")
-    for node in view.nodes:
-        if node.failed or node.suspected:
-            problems.append(f"node {node.address} is {'failed' if node.failed else 'suspected'}")
-    return Health(problems, len(primaries), replicas)
+    judged = health.judge(desired_of(target), observe(target))
+    return Health(judged.problems(settled=True), judged.primaries, judged.replicas)
 
 
 def wait_healthy(target: Target, timeout: float) -> Health:

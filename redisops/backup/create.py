@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import redis
 
-from redisops import rediscli
+from redisops import health, rediscli
 from redisops.backup.manifest import (
     MANIFEST,
     IndexEntry,
@@ -32,7 +32,9 @@ from redisops.backup.rdb import StreamInspector
 from redisops.backup.storage import CHUNK, Storage
 from redisops.client import Credentials, Endpoint, TlsClient, connect
 from redisops.cluster import ClusterNode, NodeView, parse_cluster_nodes, parse_info
-from redisops.errors import OperationError
+from redisops.errors import ConfigError, OperationError
+from redisops.health import Observation
+from redisops.topology import DesiredNode
 
 logger = logging.getLogger("redisops.backup")
 
@@ -55,7 +57,7 @@ class ShardSource:
 
 
 def read_view(endpoints: Sequence[Endpoint], tls: TlsClient, creds: Credentials) -> NodeView:
-    """The cluster as the first reachable node sees it."""
+    """The cluster as the first reachable node sees it: where to find every member."""
     errors: list[str] = []
     for endpoint in endpoints:
         client = connect(endpoint, tls, creds, timeout=3.0)
@@ -78,34 +80,60 @@ def _endpoint(node: ClusterNode) -> Endpoint:
     return Endpoint(host=node.hostname or node.ip, port=node.port)
 
 
-def choose_sources(view: NodeView, tls: TlsClient, creds: Credentials) -> list[ShardSource]:
-    """Per shard (ordered by first slot), a healthy replica, else the primary."""
-    primaries = sorted(
-        (n for n in view.nodes if n.is_primary and n.slots and not n.failed),
-        key=lambda n: n.slots[0][0],
-    )
-    covered = sum(n.slot_count for n in primaries)
-    if covered != 16384:
+def observe_cluster(
+    endpoints: Sequence[Endpoint], tls: TlsClient, creds: Credentials
+) -> list[Observation]:
+    """Every member the seeds know, read into the health model (redisops.health)."""
+    seed = read_view(endpoints, tls, creds)
+    members = [
+        DesiredNode(endpoint=_endpoint(n))
+        for n in seed.nodes
+        if not n.handshake and "noaddr" not in n.flags
+    ]
+    clients: dict[Endpoint, redis.Redis] = {}
+
+    def client_for(endpoint: Endpoint) -> redis.Redis:
+        if endpoint not in clients:
+            clients[endpoint] = connect(endpoint, tls, creds, timeout=3.0)
+        return clients[endpoint]
+
+    try:
+        return health.observe(members, client_for, creds.username)
+    except ConfigError as exc:
+        raise OperationError(str(exc)) from exc
+    finally:
+        for client in clients.values():
+            client.close()
+
+
+def choose_sources(observations: Sequence[Observation]) -> list[ShardSource]:
+    """Per shard (ordered by first slot), a replica whose link is up, else the primary.
+
+    Refused, as the health model judges it, when some slots have no live primary: a
+    backup then would miss data."""
+    members = health.members_of(observations)
+    if not members:
+        raise OperationError("no reachable node is part of a cluster; nothing to back up")
+    uncovered = [f for f in health.slot_findings(observations) if f.code == "slots_uncovered"]
+    if uncovered:
         raise OperationError(
-            f"only {covered} of 16384 slots have a live primary; a backup now would miss "
-            "data — fix the cluster first (`redisops reconcile` reports what is wrong)"
+            f"{uncovered[0].message}; a backup now would miss data — fix the cluster first "
+            "(`redisops reconcile --plan` reports what is wrong)"
         )
+    view = health.anchor_of(members).view
+    assert view is not None
+    links = {o.node_id: o.link_status for o in observations if o.node_id}
+    primaries = sorted(health.serving_primaries(view), key=lambda n: n.slots[0][0])
     sources = []
     for index, primary in enumerate(primaries):
-        chosen = primary
-        for replica in view.nodes:
-            if replica.master_id != primary.node_id or replica.failed or replica.suspected:
-                continue
-            client = connect(_endpoint(replica), tls, creds, timeout=3.0)
-            try:
-                link = client.info("replication").get("master_link_status")
-            except (redis.RedisError, OSError):
-                link = None
-            finally:
-                client.close()
-            if link == "up":
-                chosen = replica
-                break
+        chosen = next(
+            (
+                r
+                for r in health.live_followers(view, primary.node_id)
+                if not r.suspected and links.get(r.node_id) == "up"
+            ),
+            primary,
+        )
         sources.append(
             ShardSource(index, primary.slots, chosen, _endpoint(chosen), primary.node_id)
         )
@@ -192,8 +220,7 @@ def create_backup(
     none is replaced: identities that may add objects but not replace or delete one (GKE's
     backup account) can run it, and so can buckets under a retention policy."""
     storage.check()
-    view = read_view(endpoints, tls, creds)
-    sources = choose_sources(view, tls, creds)
+    sources = choose_sources(observe_cluster(endpoints, tls, creds))
     started = dt.datetime.now(dt.UTC)
     # Only ids of the same second can collide: list those, not every backup.
     backup_id = new_id(started, set(storage.children(started.strftime("%Y%m%dT%H%M%SZ"))))
