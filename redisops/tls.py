@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -148,6 +149,27 @@ def issue(
     return Issued(_key_pem(key), cert.public_bytes(serialization.Encoding.PEM))
 
 
+NODE_COMMON_NAME = "redis-node"
+
+
+def issue_node(ca: Issued, dns_names: Sequence[str], ip_addresses: Sequence[str]) -> Issued:
+    """The node certificate: serverAuth for clients, clientAuth for the cluster bus and
+    replication (mutual TLS with the node's own certificate)."""
+    return issue(
+        ca,
+        NODE_COMMON_NAME,
+        dns_names=dns_names,
+        ip_addresses=ip_addresses,
+        server_auth=True,
+        client_auth=True,
+    )
+
+
+def issue_client(ca: Issued, role: str) -> Issued:
+    """A role's client certificate (clientAuth only; the role name as its subject)."""
+    return issue(ca, role, server_auth=False, client_auth=True)
+
+
 def days_until_expiry(cert: x509.Certificate, now: dt.datetime | None = None) -> float:
     """Days (fractional) until `cert` expires; negative once it has."""
     remaining = cert.not_valid_after_utc - (now or _now())
@@ -167,6 +189,64 @@ def covers(cert: x509.Certificate, dns_names: Iterable[str], ip_addresses: Itera
     have_ip = {str(a) for a in san.get_values_for_type(x509.IPAddress)}
     return set(dns_names) <= have_dns and {str(ipaddress.ip_address(a)) for a in ip_addresses} <= (
         have_ip
+    )
+
+
+def subject_alt_names(cert: x509.Certificate) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The certificate's DNS names and IP addresses (empty when it has no SANs)."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return (), ()
+    dns = tuple(san.get_values_for_type(x509.DNSName))
+    ips = tuple(str(a) for a in san.get_values_for_type(x509.IPAddress))
+    return dns, ips
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 fingerprint as `AB:CD:...` (what `openssl x509 -fingerprint -sha256` shows)."""
+    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+def load_bundle(pem: bytes, what: str = "certificate file") -> list[x509.Certificate]:
+    """Every certificate of a PEM file (a CA file may be a bundle during a CA rotation)."""
+    try:
+        certs = x509.load_pem_x509_certificates(pem)
+    except ValueError as exc:
+        raise ConfigError(f"tls: {what} holds no readable PEM certificate ({exc})") from exc
+    return certs
+
+
+def bundle_pem(*pems: bytes) -> bytes:
+    """Concatenate the certificates of `pems` in order, each once (by DER)."""
+    seen: set[bytes] = set()
+    parts: list[bytes] = []
+    for pem in pems:
+        for cert in load_bundle(pem, "bundle part"):
+            der = cert.public_bytes(serialization.Encoding.DER)
+            if der not in seen:
+                seen.add(der)
+                parts.append(cert.public_bytes(serialization.Encoding.PEM))
+    return b"".join(parts)
+
+
+def issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    """Whether `ca` signed `cert` (name and signature, not validity dates)."""
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def key_matches(cert: x509.Certificate, key_pem: bytes) -> bool:
+    """Whether the private key `key_pem` belongs to `cert`."""
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    encoding = serialization.Encoding.DER
+    return bool(
+        key.public_key().public_bytes(encoding, public)
+        == cert.public_key().public_bytes(encoding, public)
     )
 
 
@@ -205,6 +285,28 @@ class TlsLayout:
     @property
     def node_key(self) -> Path:
         return self.root / "node.key"
+
+    # During a CA rotation (redisops.certs): the new CA before it signs (phase add), the
+    # old one after (phase switch, until retire); ca.crt is then a bundle of both.
+    @property
+    def ca_next_cert(self) -> Path:
+        return self.root / "ca-next.crt"
+
+    @property
+    def ca_next_key(self) -> Path:
+        return self.root / "ca-next.key"
+
+    @property
+    def ca_old_cert(self) -> Path:
+        return self.root / "ca-old.crt"
+
+    @property
+    def ca_old_key(self) -> Path:
+        return self.root / "ca-old.key"
+
+    @property
+    def rotation_record(self) -> Path:
+        return self.root / "rotation.json"
 
     def client_cert(self, role: str) -> Path:
         return self.root / "clients" / f"{role}.crt"
@@ -258,21 +360,14 @@ def ensure_twin_tls(
         force = False
     node = _load(layout.node_cert, layout.node_key)
     if force or not _fresh(node, dns_names, ip_addresses):
-        node = issue(
-            ca,
-            "redis-node",
-            dns_names=dns_names,
-            ip_addresses=ip_addresses,
-            server_auth=True,
-            client_auth=True,
-        )
+        node = issue_node(ca, dns_names, ip_addresses)
         write_private(layout.node_key, node.key_pem)
         write_private(layout.node_cert, node.cert_pem)
         written += [str(layout.node_cert), str(layout.node_key)]
     for role in roles:
         existing = _load(layout.client_cert(role), layout.client_key(role))
         if force or not _fresh(existing, (), ()):
-            client = issue(ca, role, server_auth=False, client_auth=True)
+            client = issue_client(ca, role)
             write_private(layout.client_key(role), client.key_pem)
             write_private(layout.client_cert(role), client.cert_pem)
             written += [str(layout.client_cert(role)), str(layout.client_key(role))]
