@@ -198,6 +198,18 @@ class TwinLayout:
     def password_file(self, role: str) -> Path:
         return self.secrets / f"{role}.password"
 
+    # A password rotation (redisops.local.passwords): the second password before it is
+    # handed out (phase add), the first one after (phase switch, until retire), and the
+    # phase last completed.
+    def next_password_file(self, role: str) -> Path:
+        return self.secrets / f"{role}.password.next"
+
+    def old_password_file(self, role: str) -> Path:
+        return self.secrets / f"{role}.password.old"
+
+    def rotation_record(self, role: str) -> Path:
+        return self.secrets / f"{role}.rotation.json"
+
     @property
     def replication_include(self) -> Path:
         return self.secrets / "replication.conf"
