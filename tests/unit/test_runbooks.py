@@ -12,14 +12,13 @@ from typing import Any
 import pytest
 import typer.main
 
-from redisops import alerts
+from redisops import alerts, runbooks
 from redisops.cli import app
 
 RUNBOOKS = Path(__file__).resolve().parents[2] / "runbooks"
 ALERT_SECTIONS = ("Meaning", "Impact", "Diagnosis", "Mitigation", "Escalation", "Verify")
 PROCEDURE_SECTIONS = ("Preconditions", "Steps", "Verify", "Rollback")
 ALERT_NAMES = sorted({a.name for a in alerts.ALERTS} | set(alerts.EXTERNAL_ALERTS))
-FENCE = re.compile(r"```(?:sh|bash|console)?\n(.*?)```", re.S)
 
 
 def pages() -> dict[str, str]:
@@ -31,10 +30,12 @@ def sections(text: str) -> list[str]:
 
 
 def redisops_commands(text: str) -> list[list[str]]:
-    """Every `redisops ...` invocation in the page's code blocks, as argv (shell
-    continuation lines joined; pipes, redirections and comments cut off)."""
+    """Every `redisops ...` invocation in the page's shell code blocks (whatever their
+    marker: sh, sh run, sh gke, ...), as argv (shell continuation lines joined; pipes,
+    redirections and comments cut off)."""
     found = []
-    for block in FENCE.findall(text):
+    page = runbooks.parse_page(text, "page.md", "page", kind="alert")
+    for block in (b.text for b in page.blocks if b.is_shell):
         for line in block.replace("\\\n", " ").splitlines():
             for part in re.split(r"\|\||&&|[|;]|\$\(", line):
                 try:
@@ -111,6 +112,8 @@ def test_the_checker_catches_a_made_up_command_and_flag() -> None:
     assert check_command(["backup", "create", "--target", "local", "--no-such-flag"]) is not None
     argv = redisops_commands("```sh\nX=$(redisops local status --json | jq .)\n```\n")
     assert argv == [["local", "status", "--json"]]
+    marked = "```sh twin\nredisops local status \\\n  --json\n```\n\n```json\n{}\n```\n"
+    assert redisops_commands(marked) == [["local", "status", "--json"]]
 
 
 def test_the_index_lists_every_page_with_severity_and_escalation() -> None:
