@@ -43,6 +43,7 @@ from redisops.local.twin import Twin
 acl_app = typer.Typer(help="Redis users: rotate a role's password without downtime.")
 certs_app = typer.Typer(help="TLS certificates: status of files and nodes; rotation (twin).")
 
+TwinTargetOpt = Annotated[str | None, typer.Option("--target", help="'local': the twin.")]
 PhaseOpt = Annotated[
     str | None,
     typer.Option("--phase", help="add, switch or retire: the rotation's steps, in that order."),
@@ -127,7 +128,7 @@ def acl_rotate(
         str,
         typer.Option("--phase", help="add, switch or retire: the runbook's steps, in order."),
     ],
-    target: TargetOpt = None,
+    target: TwinTargetOpt = None,
     stack: Annotated[
         str | None,
         typer.Option("--stack", help="A GKE stack (dev, prod): edits Pulumi.<stack>.yaml."),
@@ -144,10 +145,11 @@ def acl_rotate(
     """One step of a role's password rotation (runbooks/rotate-passwords.md): add a second
     password, switch to handing it out, retire the first.
 
-    --target local does the step on the twin and proves it (every password that must log
-    in does, on every node; after retire the old one gets WRONGPASS). --stack edits the
-    stack's acl config as the runbook's `pulumi config set` lines do and prints the
-    `pulumi up` and the restarts to run next.
+    --target local: done on the twin and proven (every password that
+    must log in does, on every node; after retire the old one gets
+    WRONGPASS). --stack: the stack's acl config edited as the runbook's
+    `pulumi config set` lines do; prints the `pulumi up` and the
+    restarts to run next.
     """
     _phase(phase)
     rotation.known_role(role)
@@ -291,7 +293,7 @@ def certs_rotate(
         str, typer.Option("--what", help="node, client or ca (ca goes in three phases).")
     ],
     phase: PhaseOpt = None,
-    target: TargetOpt = None,
+    target: TwinTargetOpt = None,
     state_dir: StateDir = DEFAULT_STATE,
     json_out: JsonOut = False,
 ) -> None:

@@ -285,37 +285,32 @@ class StackText:
     end: int  # one past the entry's last line (or where a new entry goes)
 
 
+def _first(lines: list[str], indices: range, test: Callable[[str], bool], default: int) -> int:
+    return next((j for j in indices if test(lines[j])), default)
+
+
 def _locate(lines: list[str], where: str) -> StackText:
-    config = next((i for i, line in enumerate(lines) if re.match(r"^config\s*:", line)), None)
-    if config is None:
+    """The `config:` section's child indentation and the acl entry's lines in it."""
+    config = _first(lines, range(len(lines)), lambda line: bool(re.match(r"^config\s*:", line)), -1)
+    if config < 0:
         raise ConfigError(f"{where}: no top-level `config:` mapping; is this a Pulumi stack file?")
-    section_end = next(
-        (
-            j
-            for j in range(config + 1, len(lines))
-            if _significant(lines[j]) and not _indent(lines[j])
-        ),
-        len(lines),
+    body = range(config + 1, len(lines))
+    section_end = _first(
+        lines, body, lambda line: _significant(line) and not _indent(line), len(lines)
     )
-    children = [j for j in range(config + 1, section_end) if _significant(lines[j])]
+    section = range(config + 1, section_end)
+    children = [j for j in section if _significant(lines[j])]
     child = _indent(lines[children[0]]) if children else 2
-    start = next(
-        (j for j in children if _indent(lines[j]) == child and _KEY.match(lines[j])),
-        None,
+    start = _first(
+        lines, section, lambda line: _indent(line) == child and bool(_KEY.match(line)), -1
     )
-    if start is None:
+    if start < 0:
         # After the section's last indented line (its last value, or a comment under it).
-        indented = [
-            j for j in range(config + 1, section_end) if lines[j].strip() and _indent(lines[j])
-        ]
+        indented = [j for j in section if lines[j].strip() and _indent(lines[j])]
         return StackText(lines, child, None, (indented[-1] if indented else config) + 1)
-    end = next(
-        (
-            j
-            for j in range(start + 1, section_end)
-            if lines[j].strip() and _indent(lines[j]) <= child
-        ),
-        section_end,
+    rest = range(start + 1, section_end)
+    end = _first(
+        lines, rest, lambda line: bool(line.strip()) and _indent(line) <= child, section_end
     )
     while end > start + 1 and not lines[end - 1].strip():
         end -= 1
