@@ -127,7 +127,12 @@ class _Writer(threading.Thread):
                 client = client or self.connect()
                 self._write(client, key, value)
             except (redis.RedisError, OSError):
+                # Reconnect with what the twin holds now: a page may rotate the password
+                # or the certificates the old connection was made with.
                 self.errors += 1
+                if client is not None:
+                    client.close()
+                client = None
                 self.stopping.wait(0.05)
             n += 1
             self.stopping.wait(WRITE_INTERVAL_S)

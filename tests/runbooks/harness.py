@@ -239,8 +239,9 @@ def write_report(results: Sequence[PageResult], path: Path = REPORT) -> None:
 
 def results_table(results: Sequence[PageResult]) -> Table:
     table = Table(title="runbooks", title_justify="left")
-    for column in ("page", "status", "s", "blocks", "keys", "acked", "lost", "data-loss"):
-        table.add_column(column, justify="left" if column in ("page", "status") else "right")
+    table.add_column("page", overflow="fold")
+    for column in ("status", "s", "blocks", "keys", "acked", "lost", "data-loss"):
+        table.add_column(column, justify="left" if column == "status" else "right")
     for r in results:
         g = r.guard
         colour = "green" if r.passed else "red"

@@ -35,7 +35,7 @@ from tests.runbooks.harness import (
 )
 
 app = typer.Typer(add_completion=False, no_args_is_help=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 @app.callback()
@@ -76,7 +76,8 @@ def run(
     if json_out:
         sys.stdout.write(json.dumps([r.as_dict() for r in results], indent=2) + "\n")
     else:
-        Console().print(results_table(results))
+        out = Console() if sys.stdout.isatty() else Console(width=140)
+        out.print(results_table(results))
         for result in results:
             if result.failure:
                 err.print(result.failure, markup=False, highlight=False)
