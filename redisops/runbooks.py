@@ -46,6 +46,9 @@ _FORBIDDEN = re.compile(
     r"|trap\b)",
     re.M,
 )
+# Tools of GKE that the twin does not have a cluster for, at a command's start or in $(...).
+GKE_TOOLS = ("kubectl", "pulumi", "gcloud", "helm")
+_GKE_COMMAND = re.compile(rf"(?:^|[;&|(]|\$\()\s*(?P<tool>{'|'.join(GKE_TOOLS)})\b", re.M)
 
 
 @dataclass(frozen=True)
@@ -434,6 +437,7 @@ def check_page(page: Page) -> list[Problem]:
         *_unpaired_gke(page),
         *_executed_in_rollback(page),
         *_forbidden_commands(page),
+        *_gke_tools_executed(page),
         *_page_level(page),
     ]
 
@@ -501,6 +505,24 @@ def _forbidden_commands(page: Page) -> Iterator[Problem]:
                     command.line,
                     f"`{found['what']}` in an executed block: the executor runs pages with "
                     "`set -euo pipefail` and its own traps, so that every failure is reported",
+                )
+
+
+def _gke_tools_executed(page: Page) -> Iterator[Problem]:
+    for block in page.blocks:
+        if not (block.executed or block.kind == "rollback"):
+            continue
+        for command in block.commands:
+            # Quoted text is blanked out, except what runs in $(...) inside double quotes.
+            found = _GKE_COMMAND.search(_code_only(command.text)) or _GKE_COMMAND.search(
+                "\n".join(re.findall(r"\$\([^)]*", command.text))
+            )
+            if found:
+                yield Problem(
+                    page.source,
+                    command.line,
+                    f"`{found['tool']}` in a ```sh {block.kind} block: the twin has no GKE; put "
+                    "it in a ```sh gke block followed by its ```sh twin equivalent",
                 )
 
 

@@ -208,6 +208,21 @@ ERRORS: list[tuple[str, str, runbooks.PageKind, list[tuple[int, str]]]] = [
     ("trap", "# T\n```sh run\nx; trap 'echo' EXIT\n```\n", "procedure", [(3, "`trap`")]),
     ("quoted-set-ok", "# T\n```sh run\necho 'set +e'; echo \"trap\"\n```\n", "procedure", []),
     ("gke-may-trap", "# T\n```sh gke no-twin\ntrap x EXIT\n```\n" + RUN, "procedure", []),
+    (
+        "kubectl-run",
+        "# T\n```sh run\ntrue\nkubectl get pods\n```\n",
+        "procedure",
+        [(4, "`kubectl`")],
+    ),
+    (
+        "pulumi-substituted",
+        '# T\n```sh verify\nLOC="$(pulumi stack output x)"\n```\n',
+        "procedure",
+        [(3, "`pulumi` in a ```sh verify")],
+    ),
+    ("gcloud-piped", "# T\n```sh run\ntrue | gcloud x\n```\n", "procedure", [(3, "`gcloud`")]),
+    ("kubectl-in-words-ok", "# T\n```sh run\necho 'use kubectl'\n```\n", "procedure", []),
+    ("kubectl-in-gke-ok", "# T\n```sh gke no-twin\nkubectl get pods\n```\n" + RUN, "procedure", []),
     ("unclosed", "# T\n" + RUN + "```sh run\ntrue\n", "procedure", [(5, "never closed")]),
     ("nothing-executed", "# T\n```sh gke no-twin\nk\n```\n", "procedure", [(1, "at least one")]),
     (
