@@ -16,7 +16,7 @@ import redis
 import typer
 from rich.table import Table
 
-from redisops import acl, kube, log
+from redisops import acl, cli_ops, kube, log
 from redisops import node as node_start
 from redisops.cli_backup import backup_app, drill_app, restore_cmd
 from redisops.cli_common import DEFAULT_STATE as DEFAULT_STATE_DIR
@@ -32,6 +32,7 @@ from redisops.cli_common import (
 )
 from redisops.cli_common import emit as _emit_common
 from redisops.cli_metrics import metrics_app
+from redisops.cli_ops_security import acl_app, certs_app
 from redisops.client import Credentials, Endpoint, TlsClient
 from redisops.cluster import format_ranges
 from redisops.errors import ConfigError, RedisOpsError
@@ -53,6 +54,8 @@ app.add_typer(local_app, name="local")
 app.add_typer(backup_app, name="backup")
 app.add_typer(drill_app, name="drill")
 app.add_typer(metrics_app, name="metrics")
+app.add_typer(acl_app, name="acl")
+app.add_typer(certs_app, name="certs")
 app.command("restore")(restore_cmd)
 
 emit = _emit_common
@@ -608,8 +611,11 @@ def _print_smoke(report: dict[str, Any]) -> None:
 
 # ---- node (the Redis pod's start step) ----------------------------------------------
 
-node_app = typer.Typer(help="Steps a Redis pod runs on itself (its init container).")
+node_app = typer.Typer(
+    help="Steps a Redis pod runs on itself (its init container), and node replacement."
+)
 app.add_typer(node_app, name="node")
+cli_ops.register(app, node_app)
 
 
 @node_app.command("prepare")

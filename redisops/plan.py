@@ -374,6 +374,7 @@ def _heal(
     )
     plan.findings += [_spare(node) for node in heal.spare]
     plan.actions += _placements(pool, heal)
+    plan.actions += _replica_moves(pool, heal, desired.replicas)
     plan.topology = any(a.code != "acl_load" for a in plan.actions)
     replicas_to_be = {a.node.endpoint for a in heal.attachments}
     plan.actions += _function_loads([o for o in reachable if _stays_primary(o, replicas_to_be)])
@@ -487,6 +488,53 @@ def _placements(pool: _Pool, heal: HealPlan) -> list[Action]:
             )
         )
     return actions
+
+
+def _replica_moves(pool: _Pool, heal: HealPlan, replicas: int) -> list[Action]:
+    """Move surplus replicas to primaries still short of replicas once the free nodes are
+    placed. Redis makes them: an emptied primary, and replicas by replica migration,
+    follow whichever primary took the last slot, not the one that lacks a replica."""
+    count = _replica_counts(pool, heal)
+    zone = {i: o.desired.zone for i, o in pool.by_id.items()}
+    actions: list[Action] = []
+    for short in [p for p in pool.serving if count[p] < replicas]:
+        while count[short] < replicas:
+            donors = [p for p in pool.serving if count[p] > replicas]
+            if not donors:
+                return actions
+            donor = max(donors, key=lambda p: count[p])
+            movable = [r for r in _followers(pool, donor) if r in pool.by_id]
+            if not movable:
+                count[donor] = replicas  # its surplus cannot be reached: leave it
+                continue
+            pick = min(movable, key=lambda r: zone.get(r) == zone.get(short))
+            count[donor] -= 1
+            count[short] += 1
+            pool.gone.add(pick)  # no longer a follower of the donor
+            why = f"its primary has {count[donor] + 1} replicas, this one {count[short] - 1}"
+            actions.append(_move(pool, pick, short, f"{why} of {replicas}"))
+    return actions
+
+
+def _replica_counts(pool: _Pool, heal: HealPlan) -> dict[str, int]:
+    """Replicas per serving primary once the plan's attachments are made."""
+    count = {p: len(_followers(pool, p)) for p in pool.serving}
+    for attach in heal.attachments:
+        if attach.primary_id in count:
+            count[attach.primary_id] += 1
+    return count
+
+
+def _move(pool: _Pool, replica: str, primary: str, reason: str) -> Replicate:
+    target = pool.by_id[primary].name if primary in pool.by_id else primary[:8]
+    name = pool.by_id[replica].name
+    return Replicate(
+        message=f"make {name} a replica of {target}",
+        node=name,
+        primary_id=primary,
+        reason=reason,
+        risk="low",
+    )
 
 
 def _attach(pool: _Pool, attach: Attachment, ids: Mapping[Endpoint, str | None]) -> Replicate:

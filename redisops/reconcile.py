@@ -265,7 +265,7 @@ class Reconciler:
             if not self.options.dry_run:
                 done, failed = self.apply(plan.actions)
                 if plan.topology and done:
-                    self._wait_converged()
+                    self.wait_converged()
                 observations = self.observe(
                     Reads(acl=self.options.acl_text is not None, functions=True)
                 )
@@ -396,8 +396,8 @@ class Reconciler:
             lambda obs: all(o.view is None or o.view.cluster_state == "ok" for o in obs),
         )
         extra = ["--cluster-use-empty-masters"] if action.receivers else []
-        for node_id, weight in action.weights.items():
-            extra += ["--cluster-weight", f"{node_id}={weight:g}"]
+        if action.weights:
+            extra += ["--cluster-weight", *(f"{i}={w:g}" for i, w in action.weights.items())]
         self._redis_cli_cluster("rebalance", self._endpoint(action.node or ""), *extra)
 
     def _do_failover(self, action: Action) -> None:
@@ -549,7 +549,7 @@ class Reconciler:
         finally:
             admin.close()
 
-    def _wait_converged(self) -> list[Observation]:
+    def wait_converged(self) -> list[Observation]:
         def converged(observations: list[Observation]) -> bool:
             if any(o.loading for o in observations):
                 return False  # a replica loading its first sync comes back by itself

@@ -280,11 +280,5 @@ def rotate_twin_password(
         return result
     if typed == "switch":
         result.notes += _handover_notes(twin, settings, role)
-    if typed != "retire":
-        result.notes.append(
-            "until retire, `redisops local up` and `reconcile --target local` render one "
-            f"hash per role and would drop {role}'s second one: run this command's current "
-            "phase again after them"
-        )
     _finish_files(layout, role, typed)
     return result

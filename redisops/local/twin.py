@@ -7,6 +7,7 @@ It runs the configuration production runs (rendered by `redisops.conf` and
 
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
 import time
@@ -77,15 +78,46 @@ class Twin:
                     f"{getattr(stored, key)!r}; it cannot change. Omit the option, or recreate the "
                     "twin with `redisops local down --purge` (deletes its data)"
                 )
-        if merged.shards < stored.shards or merged.replicas < stored.replicas:
+        shrinks = merged.shards < stored.shards or merged.replicas < stored.replicas
+        if shrinks and not self._scaled_in(stored, merged):
             raise ConfigError(
-                f"--shards/--replicas: the twin has {stored.shards} x {stored.replicas}; "
-                "scaling in is not supported. Omit the options, or recreate the twin with "
-                "`redisops local down --purge` (deletes its data)"
+                f"--shards/--replicas: the twin runs {stored.shards} x {stored.replicas} and "
+                f"the nodes that would stop still hold slots or replicas. First move their "
+                f"data off: `redisops scale --target local --shards {merged.shards} "
+                f"--replicas {merged.replicas}`, then run this again"
             )
+        if shrinks:
+            return merged
         if merged.replicas != stored.replicas and merged.shards != stored.shards:
             raise ConfigError("--shards/--replicas: change one at a time on an existing twin")
         return merged
+
+    @property
+    def scale_in_record(self) -> Path:
+        """Written by `redisops scale` once the nodes beyond the new shape have left."""
+        return self.layout.root / "scale-in.json"
+
+    def _scaled_in(self, stored: TwinSettings, merged: TwinSettings) -> bool:
+        try:
+            record = json.loads(self.scale_in_record.read_text())
+        except (OSError, ValueError):
+            return False
+        return bool(
+            record.get("from") == f"{stored.shards}x{stored.replicas}"
+            and record.get("to") == f"{merged.shards}x{merged.replicas}"
+        )
+
+    def _stop_departed(self, before: TwinSettings | None, now: TwinSettings) -> None:
+        """After a scale-in: stop the nodes that left (their data directories stay, like
+        a StatefulSet's PVCs; they hold an empty, reset node)."""
+        if before is None or set(before.ports) <= set(now.ports):
+            return
+        for port in sorted(set(before.ports) - set(now.ports)):
+            pid = process.running_pid(self.layout.pidfile(port), port)
+            if pid is not None:
+                process.stop(pid, port)
+                self.progress(f"stopped redis-server :{port} (left the cluster)")
+        self.scale_in_record.unlink(missing_ok=True)
 
     def credentials(self, role: str) -> Credentials:
         return Credentials.from_file(role, self.layout.password_file(role))
@@ -110,10 +142,21 @@ class Twin:
         _write_if_changed(self.layout.replication_include, include, private=True)
 
     def acl_text(self, settings: TwinSettings) -> str:
-        hashes = {
-            role: [acl.hash_password(self.credentials(role).password.get_secret_value())]
-            for role in acl.ROLES
-        }
+        # Every password the role accepts: two while `redisops acl rotate` is between
+        # add and retire, so that `local up`/reconcile keep both hashes.
+        hashes: dict[str, list[str]] = {}
+        for role in acl.ROLES:
+            files = (
+                self.layout.password_file(role),
+                self.layout.next_password_file(role),
+                self.layout.old_password_file(role),
+            )
+            accepted = [
+                Credentials.from_file(role, f).password.get_secret_value()
+                for f in files
+                if f.exists()
+            ]
+            hashes[role] = [acl.hash_password(p) for p in dict.fromkeys(accepted)]
         return acl.render_acl_file(hashes, settings.streams)
 
     def node_spec(self, settings: TwinSettings, port: int) -> NodeSpec:
@@ -146,6 +189,7 @@ class Twin:
     def up(self, **requested: Any) -> ReconcileReport:
         """Create, start, recover or grow the twin; idempotent on a running twin."""
         process.redis_server_path()
+        before = self.layout.load_settings()
         settings = self._merge(requested)
         started = time.monotonic()
         to_start = [
@@ -162,6 +206,7 @@ class Twin:
                         "another --base-port (ports base..base+N-1 and +10000 are needed)"
                     )
         self.layout.save_settings(settings)
+        self._stop_departed(before, settings)
         written = ensure_twin_tls(
             self.layout.tls,
             roles=acl.ROLES,
@@ -288,7 +333,8 @@ class Twin:
         pid = self.proxy.stop()
         if pid is not None:
             self.progress(f"stopped the SSE proxy (pid {pid})")
-        ports = settings.ports if settings else self._ports_on_disk()
+        # Also nodes that left in a scale-in: their directories stay, like PVCs.
+        ports = sorted(set(settings.ports if settings else ()) | set(self._ports_on_disk()))
         for port in ports:
             pid = process.running_pid(self.layout.pidfile(port), port)
             if pid is not None:

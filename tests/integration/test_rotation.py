@@ -181,6 +181,12 @@ def test_reader_password_rotation_accepts_both_until_retire_then_refuses_the_old
     for port in ports(twin):
         assert login(port, client_tls, acl.READER, first) == "accepted"
         assert login(port, client_tls, acl.READER, second) == "accepted"
+    # `local up` (reconcile) between phases keeps both hashes: clients still on the old
+    # password are not cut off before retire.
+    assert twin.up().healthy
+    for port in ports(twin):
+        assert login(port, client_tls, acl.READER, first) == "accepted"
+        assert acl_line(twin, port, acl.READER).count(" #") == 2
     code, error, _ = rotate(twin, acl.READER, "add")  # a second add within the rotation
     assert code == 2 and "phase switch is done" in error and "--phase retire" in error
     code, _, again = rotate(twin, acl.READER, "switch")

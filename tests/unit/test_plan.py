@@ -275,3 +275,24 @@ def test_a_plan_round_trips_through_json(case: str) -> None:
     actions = make_plan(d, observations(d, nodes), Intent()).actions
     dumped = ACTIONS.dump_json(actions)
     assert ACTIONS.validate_json(dumped) == actions
+
+
+def test_a_surplus_replica_moves_to_a_primary_without_one() -> None:
+    # After a scale-in Redis made the emptied primary (node 3) a replica of whoever took
+    # its last slot (node 1), not of node 2, whose replica left.
+    d = desired()
+    lines = [
+        line(0, "master", slots="0-5460"),
+        line(1, "master", slots="5461-10922"),
+        line(2, "master", slots="10923-16383"),
+        line(3, "slave", IDS[1]),
+        line(4, "slave", IDS[0]),
+        line(5, "slave", IDS[1]),
+    ]
+    plan = make_plan(d, observations(d, [Node(lines) for _ in range(6)]), Intent())
+    assert [a.code for a in plan.actions] == ["replicate"]
+    move = plan.actions[0]
+    assert isinstance(move, Replicate) and move.primary_id == IDS[2]
+    # zones a, b, c by ordinal: node 5 shares node 2's zone, node 3 does not
+    assert move.node == ep(3)
+    assert "2 replicas" in move.reason
