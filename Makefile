@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 REPORTS ?= reports
 
-.PHONY: help venv redis-server browser monitoring container-engine image plan-run up down status smoke lint unit chart infra integration alert-drills checks integration-rest test bench bench-sse bench-backup lock clean
+.PHONY: help venv redis-server browser monitoring container-engine image plan-run up down status smoke lint unit chart infra integration alert-drills checks integration-rest runbooks test bench bench-sse bench-backup lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -107,14 +107,17 @@ checks: lint unit chart infra ## everything that needs no running server
 integration-rest: venv redis-server browser ## the integration tests but the alert drills
 	$(BIN)/pytest tests/integration -q --ignore=$(ALERT_DRILLS)
 
+runbooks: venv redis-server monitoring ## every runbook page checked; every procedure executed on a twin of its declared shape, inside a data guard (reports/runbooks.json)
+	$(BIN)/pytest tests/runbooks -q
+
 plan-run: venv redis-server container-engine ## the image built here; every pod of the recorded dev plan run as its container, as declared
 	$(BIN)/pytest tests/containers -q
 
 # The alert drills mostly wait on Prometheus' clock: they run first, beside the static
-# checks and the image build (at most two jobs at once); everything else with real servers
-# after them, one at a time.
+# checks, the image build and the runbook procedures (at most two jobs at once);
+# everything else with real servers after them, one at a time.
 test: venv redis-server browser monitoring container-engine ## everything CI runs
-	$(MAKE) --no-print-directory -j2 -O alert-drills checks image
+	$(MAKE) --no-print-directory -j2 -O alert-drills checks image runbooks
 	$(MAKE) --no-print-directory integration-rest plan-run
 
 bench: venv redis-server ## cold start and failover numbers, 5 runs each (not part of test)

@@ -107,7 +107,10 @@ class OpReport(BaseModel):
 def shard_primaries(view: NodeView) -> list[ClusterNode]:
     """Serving primaries in shard order: shard N is the one whose first slot is Nth lowest
     (the numbering backups use)."""
-    return sorted(health.serving_primaries(view), key=lambda n: n.slots[0][0])
+    # A failed primary still holding its slots is still its shard's primary: numbering
+    # must not shift while shards are down.
+    owners = [n for n in view.nodes if n.is_primary and n.slots]
+    return sorted(owners, key=lambda n: n.slots[0][0])
 
 
 def _anchor_view(observations: Sequence[Observation]) -> NodeView:
@@ -194,6 +197,11 @@ def plan_failover(
                 f"--replica {replica}: not a live, in-sync replica of shard {shard}; omit it "
                 "to let redisops choose"
             )
+    if not candidates and mode and primary_up and not primary.failed:
+        # Redis elected a replica by itself once a majority of primaries was back.
+        name = _name_of(primary, observations)
+        done = "the shard's primary answers; nothing to take over"
+        return [], {"shard": shard, "from": name, "to": name, "mode": mode, "nothing_to_do": done}
     if not candidates:
         raise OperationError(
             f"shard {shard} ({_name_of(primary, observations)}) has no replica in sync to fail "
