@@ -1159,10 +1159,9 @@ def rollout_problems(
             (
                 key,
                 f"the cluster runs {was} (shards x replicas); {redis.shape} {what}. First move "
-                "every slot off the shards that go (`redis-cli --cluster reshard` / "
-                "`rebalance --cluster-weight <their ids>=0`), make their nodes and the "
-                "surplus replicas leave (`redis-cli --cluster del-node`), check with "
-                "`redis-cli --cluster check`; then set "
+                "their data off with `redisops scale --shards "
+                f"{redis.shards} --replicas {redis.replicas}` (runbooks/scale-in.md: it moves "
+                "every slot off the shards that go and makes their nodes leave); then set "
                 f'redis.acknowledgeScaleInFrom: "{was}" for that rollout',
             )
         )

@@ -33,7 +33,16 @@ from redisops.errors import ConfigError, OperationError
 from redisops.health import Reads
 from redisops.local.settings import DEFAULT_STATE_DIR, HOST
 from redisops.local.twin import Twin
-from redisops.ops import Cluster, Mode, OpReport, failover, record_scale_in, scale, wipe_node_dir
+from redisops.ops import (
+    Cluster,
+    Mode,
+    OpReport,
+    failover,
+    plan_replacement,
+    record_scale_in,
+    scale,
+    wipe_node_dir,
+)
 from redisops.topology import DesiredCluster, DesiredNode
 
 DesiredNodeOpt = Annotated[
@@ -254,16 +263,21 @@ def node_replace_cmd(
     if port not in settings.ports:
         raise ConfigError(f"--port {port}: not a node of the twin ({settings.ports[0]}..)")
     started = time.monotonic()
-    me = next((n for n in twin.status()["nodes"] if n["port"] == port), None)
-    old_id = me.get("node_id") if me else None
-    if me and me.get("role") == "primary" and me.get("slot_count"):
-        view_shard = _shard_of(twin, port)
-        report = failover(cluster, view_shard, "", None, plan_only=plan)
+    name = f"{HOST}:{port}"
+    runner = cluster.reconciler()
+    try:
+        replacement = plan_replacement(runner.observe(), name)
+    finally:
+        runner.close()
+    old_id = replacement.node_id
+    if replacement.failover_shard is not None:
+        report = failover(cluster, replacement.failover_shard, "", None, plan_only=plan)
         if not report.ok:
             _finish(report, json_out)
     if plan:
         emit({"port": port, "old_id": old_id, "plan": "stop, wipe, start, reconcile"})
         return
+    me = next((n for n in twin.status()["nodes"] if n["port"] == port), None)
     if me and me.get("running"):
         twin.stop_node(port)
     removed = wipe_node_dir(twin.layout.node_dir(port))
@@ -289,13 +303,6 @@ def node_replace_cmd(
     if report.ok and new.get("node_id") == old_id:
         raise OperationError(f"node :{port} kept its id {old_id}: it was not replaced")
     _finish(report, json_out)
-
-
-def _shard_of(twin: Twin, port: int) -> int:
-    for node in twin.status()["nodes"]:
-        if node["port"] == port and node["shard"] is not None:
-            return int(node["shard"])
-    raise OperationError(f"node :{port} serves no shard")
 
 
 def health_cmd(

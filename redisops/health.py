@@ -17,7 +17,7 @@ import redis
 from pydantic import BaseModel
 
 from redisops import functions
-from redisops.client import Endpoint
+from redisops.client import Credentials, Endpoint, TlsClient, connect
 from redisops.cluster import (
     ClusterNode,
     NodeView,
@@ -136,6 +136,28 @@ def observe(
             forget_client(node.endpoint)
         observations.append(obs)
     return observations
+
+
+def observe_as(
+    nodes: Iterable[DesiredNode],
+    tls: TlsClient,
+    creds: Credentials,
+    reads: Reads = Reads(),
+    timeout: float = 3.0,
+) -> list[Observation]:
+    """`observe` with a connection per node as `creds`, all closed afterwards."""
+    clients: dict[Endpoint, redis.Redis] = {}
+
+    def client_for(endpoint: Endpoint) -> redis.Redis:
+        if endpoint not in clients:
+            clients[endpoint] = connect(endpoint, tls, creds, timeout=timeout)
+        return clients[endpoint]
+
+    try:
+        return observe(nodes, client_for, creds.username, reads)
+    finally:
+        for client in clients.values():
+            client.close()
 
 
 # ---- judging ------------------------------------------------------------------------

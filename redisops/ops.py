@@ -183,35 +183,35 @@ def plan_failover(
             "first slot); see `redisops local status` or `redis-cli --cluster check`"
         )
     primary = primaries[shard]
-    links = {o.node_id: o.link_status for o in observations if o.node_id}
-    primary_up = any(o.node_id == primary.node_id for o in observations)
-    candidates = [
-        r
-        for r in health.live_followers(view, primary.node_id)
-        if r.is_replica and (mode or links.get(r.node_id) == "up")
-    ]
+    name = _name_of(primary, observations)
+    answering = _answers_as_primary(observations, primary.node_id)
+    if mode and answering:
+        # Redis elected a replica by itself, or the primary never went away: forcing a
+        # replica over a primary that serves would lose its latest writes for nothing.
+        done = (
+            f"the shard's primary {name} answers; nothing to take over (a graceful "
+            "`redisops failover` moves it without loss)"
+        )
+        return [], {"shard": shard, "from": name, "to": name, "mode": mode, "nothing_to_do": done}
+    if not mode and not answering:
+        raise OperationError(
+            f"shard {shard}'s primary {name} does not answer: a graceful failover needs it. "
+            "Wait cluster-node-timeout for Redis to elect its replica; if it does not (no "
+            "majority of primaries), use --takeover; --force when only this primary is down "
+            "(writes it did not replicate are lost)"
+        )
+    candidates = _candidates(observations, view, primary.node_id, in_sync_only=not mode)
     if replica is not None:
         candidates = [r for r in candidates if _name_of(r, observations) == replica]
         if not candidates:
             raise ConfigError(
-                f"--replica {replica}: not a live, in-sync replica of shard {shard}; omit it "
-                "to let redisops choose"
+                f"--replica {replica}: not a reachable replica of shard {shard}"
+                f"{' in sync' if not mode else ''}; omit it to let redisops choose"
             )
-    if not candidates and mode and primary_up and not primary.failed:
-        # Redis elected a replica by itself once a majority of primaries was back.
-        name = _name_of(primary, observations)
-        done = "the shard's primary answers; nothing to take over"
-        return [], {"shard": shard, "from": name, "to": name, "mode": mode, "nothing_to_do": done}
     if not candidates:
         raise OperationError(
-            f"shard {shard} ({_name_of(primary, observations)}) has no replica in sync to fail "
-            "over to; wait for its replica (RedisPrimaryWithoutReplica) or add one"
-        )
-    if not mode and not primary_up:
-        raise OperationError(
-            f"shard {shard}'s primary {_name_of(primary, observations)} does not answer: a "
-            "graceful failover needs it. Use --force (its replica takes over without it; "
-            "writes it did not replicate are lost)"
+            f"shard {shard} ({name}) has no reachable replica{' in sync' if not mode else ''} "
+            "to fail over to; wait for its replica (RedisPrimaryWithoutReplica) or restore"
         )
     chosen = candidates[0]
     risk = {"": "low", "FORCE": "high", "TAKEOVER": "high"}[mode]
@@ -232,6 +232,27 @@ def plan_failover(
     )
     details = {"shard": shard, "from": _name_of(primary, observations), "to": name, "mode": mode}
     return [action], details
+
+
+def _answers_as_primary(observations: Sequence[Observation], node_id: str) -> bool:
+    return any(
+        o.node_id == node_id and o.view is not None and o.view.myself.is_primary
+        for o in observations
+    )
+
+
+def _candidates(
+    observations: Sequence[Observation], view: NodeView, primary_id: str, *, in_sync_only: bool
+) -> list[ClusterNode]:
+    """Reachable replicas of the primary, those whose link is up (the most recent data)
+    first; only those with `in_sync_only`."""
+    by_id = {o.node_id: o for o in observations if o.node_id and o.view is not None}
+    found = [
+        r for r in health.live_followers(view, primary_id) if r.is_replica and r.node_id in by_id
+    ]
+    if in_sync_only:
+        return [r for r in found if by_id[r.node_id].link_status == "up"]
+    return sorted(found, key=lambda r: by_id[r.node_id].link_status != "up")
 
 
 def failover(
@@ -284,65 +305,96 @@ def plan_scale_in(
     """Promote kept replicas of leaving primaries, move every slot onto the kept primaries,
     re-attach kept replicas of drained primaries, then make the leaving nodes leave."""
     view = _anchor_view(observations)
-    problems = health.slot_findings(observations)
-    if any(f.severity == "error" for f in problems):
+    problems = [f for f in health.assess(current, observations) if f.severity == "error"]
+    if problems:
         raise OperationError(
             f"the cluster is not healthy ({problems[0].message}); a scale-in moves data: fix "
-            "it first (`redisops reconcile --plan`)"
+            "it first (`redisops health`, `redisops reconcile --plan`)"
         )
     keep = {str(n.endpoint) for n in target.nodes}
     ids = {o.node_id: o.name for o in observations if o.node_id}
-    links = {o.node_id: o.link_status for o in observations if o.node_id}
     order = {str(n.endpoint): i for i, n in enumerate(current.nodes)}
-    actions: list[Action] = []
     primaries = sorted(shard_primaries(view), key=lambda n: order.get(ids.get(n.node_id, ""), 1e9))
     staying = [p.node_id for p in primaries if ids.get(p.node_id) in keep][: target.shards]
+    actions, handed_over = _promotions(observations, view, primaries, staying, keep, target)
+    if len(staying) < target.shards:
+        raise OperationError(
+            f"only {len(staying)} of the {target.shards} shards to keep have a primary among "
+            "the staying nodes, and no leaving primary has a staying replica in sync to "
+            "promote; wait until replicas are in sync (`redisops health`), or fail over by "
+            "hand (`redisops failover`) first"
+        )
+    # A primary that handed its shard to a staying replica is a replica by then.
+    drained = [p.node_id for p in primaries if p.node_id not in set(staying) | handed_over]
+    if drained:
+        actions.append(_drain(ids, drained, staying[0], len(primaries), target.shards))
+    actions += _reattach(view, ids, keep, staying, drained, target)
+    actions += _leaves(ids, keep, order)
+    return actions
+
+
+def _drain(ids: dict[str, str], drained: list[str], anchor: str, now: int, shards: int) -> Action:
+    names = ", ".join(ids.get(i, i[:8]) for i in drained)
+    return Rebalance(
+        message=f"move every slot off {names}",
+        node=ids[anchor],
+        weights={i: 0 for i in drained},
+        reason=f"{now} shards serve slots, {shards} desired",
+        risk="medium",
+    )
+
+
+def _leaves(ids: dict[str, str], keep: set[str], order: dict[str, int]) -> list[Action]:
+    """The leaving nodes, highest ordinal first (replicas usually before primaries)."""
+    return [
+        Leave(
+            message=f"make {name} leave the cluster",
+            node=name,
+            node_id=node_id,
+            reason="beyond the new shape: the StatefulSet removes it next",
+            risk="medium",
+        )
+        for node_id, name in sorted(ids.items(), key=lambda kv: -order.get(kv[1], 0))
+        if name not in keep
+    ]
+
+
+def _promotions(
+    observations: Sequence[Observation],
+    view: NodeView,
+    primaries: Sequence[ClusterNode],
+    staying: list[str],
+    keep: set[str],
+    target: DesiredCluster,
+) -> tuple[list[Action], set[str]]:
+    """Fail leaving primaries over to a staying replica in sync while shards to keep lack
+    a primary (appends to `staying`); the actions and the primaries that hand over."""
+    ids = {o.node_id: o.name for o in observations if o.node_id}
+    actions: list[Action] = []
+    handed_over: set[str] = set()
     for primary in primaries:
         if primary.node_id in staying or len(staying) >= target.shards:
             continue
         kept = [
             r
-            for r in health.live_followers(view, primary.node_id)
-            if ids.get(r.node_id) in keep and links.get(r.node_id) == "up"
+            for r in _candidates(observations, view, primary.node_id, in_sync_only=True)
+            if ids.get(r.node_id) in keep
         ]
-        if kept:
-            name = ids[kept[0].node_id]
-            actions.append(
-                Failover(
-                    message=f"promote {name}, replica of leaving {ids.get(primary.node_id)}",
-                    node=name,
-                    primary_id=primary.node_id,
-                    reason="its primary leaves; this node stays and keeps the shard's data",
-                    risk="low",
-                )
-            )
-            staying.append(kept[0].node_id)
-    drained = [p.node_id for p in primaries if p.node_id not in staying]
-    if drained:
-        anchor = ids[staying[0]]
-        names = ", ".join(ids.get(i, i[:8]) for i in drained)
+        if not kept:
+            continue
+        name = ids[kept[0].node_id]
         actions.append(
-            Rebalance(
-                message=f"move every slot off {names}",
-                node=anchor,
-                weights={i: 0 for i in drained},
-                reason=f"{len(primaries)} shards serve slots, {target.shards} desired",
-                risk="medium",
+            Failover(
+                message=f"promote {name}, replica of leaving {ids.get(primary.node_id)}",
+                node=name,
+                primary_id=primary.node_id,
+                reason="its primary leaves; this node stays and keeps the shard's data",
+                risk="low",
             )
         )
-    actions += _reattach(view, ids, keep, staying, drained, target)
-    for node_id, name in sorted(ids.items(), key=lambda kv: -order.get(kv[1], 0)):
-        if name not in keep:
-            actions.append(
-                Leave(
-                    message=f"make {name} leave the cluster",
-                    node=name,
-                    node_id=node_id,
-                    reason="beyond the new shape: the StatefulSet removes it next",
-                    risk="medium",
-                )
-            )
-    return actions
+        staying.append(kept[0].node_id)
+        handed_over.add(primary.node_id)
+    return actions, handed_over
 
 
 def _reattach(
@@ -422,6 +474,49 @@ def record_scale_in(path: Path, report: OpReport) -> None:
 
 
 # ---- node replacement (the twin; GKE deletes the PVC and the pod) ---------------------
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """What replacing the node at `name` involves, judged before anything is wiped."""
+
+    node_id: str | None  # its id as the cluster knows it (None: unknown to the cluster)
+    failover_shard: int | None  # a primary that answers: fail this shard over first
+
+
+def plan_replacement(observations: Sequence[Observation], name: str) -> Replacement:
+    """Refuse to wipe the only copy of a shard: a primary that still owns slots and does
+    not answer (no replica has taken over yet, or it has none)."""
+    obs = next((o for o in observations if o.name == name), None)
+    if obs is None:
+        raise ConfigError(f"{name}: not a node of this cluster")
+    view = _anchor_view(observations)
+    primaries = shard_primaries(view)
+    if obs.view is not None:
+        me = obs.view.myself
+        known = view.by_id(me.node_id)
+        if known is not None and known.is_primary and known.slots:
+            shard = next(i for i, p in enumerate(primaries) if p.node_id == me.node_id)
+            return Replacement(me.node_id, shard)
+        return Replacement(me.node_id if known else None, None)
+    return _unanswered(view, name)
+
+
+def _unanswered(view: NodeView, name: str) -> Replacement:
+    """A node that does not answer: who does the cluster think is at that address?"""
+    host, _, port = name.rpartition(":")
+    for node in view.nodes:
+        at = node.address == name or (node.hostname == host and str(node.port) == port)
+        if at and node.is_primary and node.slots:
+            raise OperationError(
+                f"{name} does not answer and still owns {node.slot_count} slots: its data is "
+                "its shard's only copy until Redis promotes a replica (after "
+                "cluster-node-timeout). Wait and check `redisops health`; with no replica "
+                "left, restore the shard from a backup instead (runbooks/restore.md)"
+            )
+        if at:
+            return Replacement(node.node_id, None)
+    return Replacement(None, None)
 
 
 def wipe_node_dir(node_dir: Path) -> list[str]:

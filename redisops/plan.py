@@ -17,6 +17,7 @@ from redisops import functions
 from redisops.acl import diff_acl
 from redisops.client import Endpoint
 from redisops.cluster import (
+    ClusterNode,
     NodeView,
     SlotRange,
     even_slot_ranges,
@@ -237,9 +238,14 @@ def _form(
         return
     layout = plan_layout(desired)
     by_ep = {o.desired.endpoint: o for o in observations}
-    plan.topology = True
     why = f"no node is in a cluster: form {desired.shards} shards x {1 + desired.replicas} nodes"
-    plan.actions += _assignments(desired, layout, by_ep, intent, why)
+    slots = _shard_slots(desired, layout, intent)
+    stray = _stray_slots(layout, by_ep, slots)
+    if stray:
+        plan.findings += stray
+        return
+    plan.topology = True
+    plan.actions += _assignments(layout, by_ep, slots, why)
     first = str(layout[0].primary.endpoint)
     plan.actions += [
         _meet(str(node.endpoint), first, why)
@@ -256,6 +262,49 @@ def _form(
     plan.actions += _function_loads([by_ep[s.primary.endpoint] for s in layout])
 
 
+def _stray_slots(
+    layout: Sequence[ShardLayout],
+    by_ep: Mapping[Endpoint, Observation],
+    slots: Sequence[Sequence[SlotRange]],
+) -> list[Finding]:
+    """Nodes that loaded keys of slots another shard owns (a backup taken during a
+    resharding, a wrong shard order): forming would let one copy hide the other."""
+    findings = []
+    for shard, ranges in zip(layout, slots, strict=True):
+        obs = by_ep[shard.primary.endpoint]
+        owned = expand(obs.view.myself.slots) if obs.view else set()
+        outside = owned - expand(ranges)
+        if outside:
+            findings.append(
+                Finding(
+                    code="restore_slots_conflict",
+                    severity="error",
+                    node=obs.name,
+                    message=f"it loaded keys of {len(outside)} slot(s) outside its shard's "
+                    f"range ({format_ranges(merge_ranges(outside))[:80]}); forming would hide keys",
+                    fix="check the backup's shard order and that it was not taken during a "
+                    "resharding (`redisops backup verify`); restore it with the key-copying "
+                    "path into a new cluster",
+                )
+            )
+    return findings
+
+
+def _shard_slots(
+    desired: DesiredCluster, layout: Sequence[ShardLayout], intent: Intent
+) -> list[list[SlotRange]]:
+    slots = (
+        [list(ranges) for ranges in intent.shard_slots]
+        if intent.shard_slots is not None
+        else [[r] for r in even_slot_ranges(desired.shards)]
+    )
+    if len(slots) != len(layout):
+        raise ConfigError(
+            f"{len(slots)} shards of slots for {len(layout)} primaries; the shard counts must match"
+        )
+    return slots
+
+
 def _refuse_form_with_data(with_data: Sequence[Observation]) -> Finding:
     return Finding(
         code="refuse_form_with_data",
@@ -269,21 +318,11 @@ def _refuse_form_with_data(with_data: Sequence[Observation]) -> Finding:
 
 
 def _assignments(
-    desired: DesiredCluster,
     layout: Sequence[ShardLayout],
     by_ep: Mapping[Endpoint, Observation],
-    intent: Intent,
+    slots: Sequence[Sequence[SlotRange]],
     why: str,
 ) -> list[Action]:
-    slots = (
-        [list(ranges) for ranges in intent.shard_slots]
-        if intent.shard_slots is not None
-        else [[r] for r in even_slot_ranges(desired.shards)]
-    )
-    if len(slots) != len(layout):
-        raise ConfigError(
-            f"{len(slots)} shards of slots for {len(layout)} primaries; the shard counts must match"
-        )
     actions: list[Action] = []
     for epoch, (shard, ranges) in enumerate(zip(layout, slots, strict=True), start=1):
         obs = by_ep[shard.primary.endpoint]
@@ -432,13 +471,23 @@ def _pool(
     pool.adopted = ids[: max(0, desired.shards - len(pool.serving))]
     pool.free = [by_id[i].desired for i in ids[len(pool.adopted) :] if not _followers(pool, i)]
     for obs in reachable:
-        if obs.view and (obs.view.is_alone or obs.node_id not in member_ids):
-            pool.outsiders.append(obs)
-            if obs.dbsize:
-                plan.findings.append(_free_node_has_data(obs))
-            else:
-                pool.free.append(obs.desired)
+        _place_outsider(obs, member_ids, pool, plan)
     return pool
+
+
+def _place_outsider(obs: Observation, member_ids: set[str], pool: _Pool, plan: Plan) -> None:
+    if obs.view is None or obs.node_id in member_ids:
+        return
+    if not obs.view.is_alone:
+        # It knows peers or serves slots of another cluster (a stale nodes.conf, a
+        # volume restored elsewhere): meeting it would merge two clusters.
+        plan.findings.append(_foreign(obs))
+        return
+    pool.outsiders.append(obs)
+    if obs.dbsize:
+        plan.findings.append(_free_node_has_data(obs))
+    else:
+        pool.free.append(obs.desired)
 
 
 def _empty_member(obs: Observation, member_ids: set[str]) -> bool:
@@ -450,6 +499,18 @@ def _empty_member(obs: Observation, member_ids: set[str]) -> bool:
         and not view.is_alone
         and view.myself.is_primary
         and not view.myself.slots
+    )
+
+
+def _foreign(obs: Observation) -> Finding:
+    return Finding(
+        code="foreign_node",
+        severity="error",
+        node=obs.name,
+        message="node belongs to another cluster (it knows other peers or serves slots this "
+        "cluster does not know); not adding it",
+        fix="inspect it (`CLUSTER NODES` on it); if its data is not needed, `CLUSTER RESET "
+        "HARD` and FLUSHALL it as admin, then run reconcile again",
     )
 
 
@@ -503,9 +564,11 @@ def _replica_moves(pool: _Pool, heal: HealPlan, replicas: int) -> list[Action]:
             if not donors:
                 return actions
             donor = max(donors, key=lambda p: count[p])
-            movable = [r for r in _followers(pool, donor) if r in pool.by_id]
-            if not movable:
-                count[donor] = replicas  # its surplus cannot be reached: leave it
+            # Only a replica in sync moves, and only while the donor keeps enough in sync:
+            # never its one good copy for a loading one.
+            movable = [r for r in _followers(pool, donor) if _in_sync(pool, r)]
+            if len(movable) <= replicas:
+                count[donor] = replicas  # its surplus is not in sync (yet): leave it
                 continue
             pick = min(movable, key=lambda r: zone.get(r) == zone.get(short))
             count[donor] -= 1
@@ -514,6 +577,11 @@ def _replica_moves(pool: _Pool, heal: HealPlan, replicas: int) -> list[Action]:
             why = f"its primary has {count[donor] + 1} replicas, this one {count[short] - 1}"
             actions.append(_move(pool, pick, short, f"{why} of {replicas}"))
     return actions
+
+
+def _in_sync(pool: _Pool, node_id: str) -> bool:
+    obs = pool.by_id.get(node_id)
+    return obs is not None and obs.link_status == "up" and not obs.loading
 
 
 def _replica_counts(pool: _Pool, heal: HealPlan) -> dict[str, int]:
@@ -571,6 +639,15 @@ def _fix_open_slots(anchor: Observation, reachable: Sequence[Observation]) -> li
     ]
 
 
+def _names(node: ClusterNode, desired_addresses: set[str]) -> set[str]:
+    """How to recognise a node's address: by the name it announces when that is a desired
+    one (pod IPs are reused by other pods), else by IP and name."""
+    named = f"{node.hostname}:{node.port}" if node.hostname else None
+    if named in desired_addresses:
+        return {named}
+    return {node.address, named or node.address}
+
+
 def _departed(
     view: NodeView,
     reachable: Sequence[Observation],
@@ -594,9 +671,7 @@ def _departed(
     for node in view.nodes:
         if node.slots or node.node_id in by_id:
             continue
-        names = {node.address}
-        if node.hostname:
-            names.add(f"{node.hostname}:{node.port}")
+        names = _names(node, desired_addresses)
         if any(current.get(n, node.node_id) != node.node_id for n in names) or (
             "noaddr" in node.flags
         ):

@@ -24,8 +24,8 @@ from pydantic import BaseModel
 from redisops import functions, rediscli
 from redisops.acl import diff_acl
 from redisops.client import Credentials, Endpoint, TlsClient, connect, served_certificate
-from redisops.cluster import replica_signature, slot_map_signature
-from redisops.errors import ConfigError, OperationError
+from redisops.cluster import parse_cluster_nodes, replica_signature, slot_map_signature
+from redisops.errors import ConfigError, OperationError, RedisOpsError
 from redisops.health import Finding, Observation, Reads, Severity, assess, observe
 from redisops.plan import (
     ACTIONS,
@@ -287,7 +287,7 @@ class Reconciler:
             return
         now = ACTIONS.dump_python(plan.actions, mode="json")
         if ACTIONS.dump_python(expected, mode="json") != now:
-            raise ConfigError(
+            raise OperationError(
                 f"the saved plan ({len(expected)} actions) no longer matches the cluster "
                 f"(planning now gives {len(plan.actions)}): the cluster changed since it was "
                 "made. Make a new plan with `redisops reconcile --plan` and review it"
@@ -299,7 +299,7 @@ class Reconciler:
             self.options.progress(f"[{index + 1}/{len(actions)}] {action.message}")
             try:
                 self._execute(action)
-            except (OperationError, redis.RedisError, OSError) as exc:
+            except (RedisOpsError, redis.RedisError, OSError) as exc:
                 return index, FailedAction(
                     index=index, code=action.code, message=action.message, error=str(exc)
                 )
@@ -357,7 +357,9 @@ class Reconciler:
             return str(self._on(node).execute_command("CLUSTER", "MYID"))
         return None
 
-    def _do_forget(self, action: Action) -> None:
+    def _do_forget(self, action: Action, strict: bool = True) -> None:
+        """CLUSTER FORGET on every node that knows the id; a refusal fails the action
+        (`strict`), or is a warning for a node that is leaving anyway."""
         assert isinstance(action, Forget)
         for obs in self.observe():
             if obs.view is None or obs.view.by_id(action.node_id) is None:
@@ -369,6 +371,10 @@ class Reconciler:
                     "CLUSTER", "FORGET", action.node_id
                 )
             except redis.ResponseError as exc:
+                if strict:
+                    raise OperationError(
+                        f"{obs.name}: CLUSTER FORGET {action.node_id[:8]} refused: {exc}"
+                    ) from exc
                 self.findings.append(
                     Finding(
                         code="forget_failed",
@@ -413,10 +419,27 @@ class Reconciler:
 
     def _do_leave(self, action: Action) -> None:
         assert isinstance(action, Leave)
+        client = self._on(action.node)
+        # The node at that address must still be the one planned, and empty: a reset
+        # drops whatever slots it serves.
+        me = str(client.execute_command("CLUSTER", "MYID"))
+        if me != action.node_id:
+            raise OperationError(
+                f"{action.node} is node {me[:8]} now, not {action.node_id[:8]} as planned; "
+                "plan again"
+            )
+        slots = parse_cluster_nodes(str(client.execute_command("CLUSTER", "NODES")))
+        mine = next((n for n in slots if n.myself), None)
+        keys = int(client.dbsize())
+        if mine is not None and mine.is_primary and (mine.slots or keys):
+            raise OperationError(
+                f"{action.node} still serves {mine.slot_count if mine else 0} slots / holds "
+                f"{keys} keys: its slots did not move off; nothing was reset. Run "
+                "`redis-cli --cluster check`, then plan again"
+            )
         # Reset first: a node that still knows the cluster gossips itself back in.
-        self._on(action.node).execute_command("CLUSTER", "RESET", "HARD")
-        forget = Forget(message="", node_id=action.node_id)
-        self._do_forget(forget)
+        client.execute_command("CLUSTER", "RESET", "HARD")
+        self._do_forget(Forget(message="", node_id=action.node_id), strict=False)
 
     def _redis_cli_cluster(self, command: str, anchor: Endpoint, *extra: str) -> None:
         result = rediscli.run(

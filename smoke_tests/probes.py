@@ -90,18 +90,7 @@ def desired_of(target: Target) -> DesiredCluster:
 def observe(target: Target, role: str = acl.SMOKE) -> list[health.Observation]:
     """Every node of the target read into the health model (redisops.health)."""
     tls, creds = target.tls(role), role_credentials(target, role)
-    clients: dict[Endpoint, redis.Redis] = {}
-
-    def client_for(endpoint: Endpoint) -> redis.Redis:
-        if endpoint not in clients:
-            clients[endpoint] = connect(endpoint, tls, creds, timeout=2.0)
-        return clients[endpoint]
-
-    try:
-        return health.observe(desired_of(target).nodes, client_for, creds.username)
-    finally:
-        for client in clients.values():
-            client.close()
+    return health.observe_as(desired_of(target).nodes, tls, creds, timeout=2.0)
 
 
 def cluster_health(target: Target) -> Health:

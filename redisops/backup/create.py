@@ -90,20 +90,10 @@ def observe_cluster(
         for n in seed.nodes
         if not n.handshake and "noaddr" not in n.flags
     ]
-    clients: dict[Endpoint, redis.Redis] = {}
-
-    def client_for(endpoint: Endpoint) -> redis.Redis:
-        if endpoint not in clients:
-            clients[endpoint] = connect(endpoint, tls, creds, timeout=3.0)
-        return clients[endpoint]
-
     try:
-        return health.observe(members, client_for, creds.username)
+        return health.observe_as(members, tls, creds)
     except ConfigError as exc:
         raise OperationError(str(exc)) from exc
-    finally:
-        for client in clients.values():
-            client.close()
 
 
 def choose_sources(observations: Sequence[Observation]) -> list[ShardSource]:

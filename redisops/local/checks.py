@@ -8,9 +8,8 @@ import time
 import redis
 from pydantic import SecretStr
 
-from redisops import acl
+from redisops import acl, health
 from redisops.client import Credentials, Endpoint, TlsClient, connect
-from redisops.cluster import parse_info
 from redisops.local.settings import HOST, TwinSettings
 from redisops.local.twin import Twin
 
@@ -37,33 +36,16 @@ def endpoints(settings: TwinSettings) -> list[Endpoint]:
     return [Endpoint(host=HOST, port=p) for p in settings.ports]
 
 
-def _node_problems(twin: Twin, endpoint: Endpoint) -> list[str]:
-    client = connect(
-        endpoint, twin.client_tls(acl.MONITORING), twin.credentials(acl.MONITORING), timeout=2.0
-    )
-    try:
-        cluster = parse_info(str(client.execute_command("CLUSTER", "INFO")))
-        replication = client.info("replication")
-    except (redis.RedisError, OSError) as exc:
-        return [f"{endpoint}: does not answer ({type(exc).__name__}: {str(exc)[:120]})"]
-    finally:
-        client.close()
-    problems = []
-    if cluster.get("cluster_state") != "ok":
-        problems.append(f"{endpoint}: cluster_state is {cluster.get('cluster_state')}")
-    if replication.get("role") == "slave" and replication.get("master_link_status") != "up":
-        problems.append(
-            f"{endpoint}: replication link to its primary is "
-            f"{replication.get('master_link_status')}"
-        )
-    return problems
-
-
 def cluster_problems(twin: Twin, settings: TwinSettings, timeout: float = 15.0) -> list[str]:
-    """What keeps the cluster from being whole; waits up to `timeout` for it to be."""
+    """What keeps the cluster from being whole, as the health model judges it (every
+    node `cluster_state:ok`, every slot served, every replica's link up); waits up to
+    `timeout` for it to be."""
+    tls, creds = twin.client_tls(acl.MONITORING), twin.credentials(acl.MONITORING)
+    desired = settings.desired()
     deadline = time.monotonic() + timeout
     while True:
-        problems = [p for ep in endpoints(settings) for p in _node_problems(twin, ep)]
+        observed = health.observe_as(desired.nodes, tls, creds, timeout=2.0)
+        problems = health.judge(desired, observed).problems(settled=True)
         if not problems or time.monotonic() > deadline:
             return problems
         time.sleep(0.2)

@@ -102,10 +102,16 @@ class Twin:
             record = json.loads(self.scale_in_record.read_text())
         except (OSError, ValueError):
             return False
-        return bool(
-            record.get("from") == f"{stored.shards}x{stored.replicas}"
-            and record.get("to") == f"{merged.shards}x{merged.replicas}"
-        )
+        if (
+            record.get("from") != f"{stored.shards}x{stored.replicas}"
+            or record.get("to") != f"{merged.shards}x{merged.replicas}"
+        ):
+            return False
+        # The record may be stale (the nodes rejoined since): each node that would stop
+        # must have left, i.e. know no cluster, or be stopped.
+        views = self.views(stored)
+        leaving = set(stored.ports) - set(merged.ports)
+        return all((v := views.get(p)) is None or v.is_alone for p in leaving)
 
     def _stop_departed(self, before: TwinSettings | None, now: TwinSettings) -> None:
         """After a scale-in: stop the nodes that left (their data directories stay, like
@@ -404,7 +410,9 @@ class Twin:
             if view is None:
                 continue
             primaries = sorted(
-                (n for n in view.nodes if n.is_primary and n.slots and not n.failed),
+                # A failed primary still owning its slots keeps its shard's number (the
+                # numbering `redisops failover --shard` uses).
+                (n for n in view.nodes if n.is_primary and n.slots),
                 key=lambda n: n.slots[0][0],
             )
             shard_of = {n.node_id: i for i, n in enumerate(primaries)}

@@ -76,7 +76,7 @@ def test_a_smaller_shape_is_refused_before_the_statefulset_shrinks(
     assert message is not None, "a smaller shape was accepted"
     assert message.startswith(f"redis-platform:{key}: ")
     assert deleted in message  # which pods, with their data, would go
-    assert "redis-cli --cluster" in message  # the procedure: move slots away first
+    assert "redisops scale --shards" in message and "scale-in.md" in message  # move data first
     ack = f"{previous['shards']}x{previous['replicas']}"
     assert f'redis.acknowledgeScaleInFrom: "{ack}"' in message
 

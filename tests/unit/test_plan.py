@@ -73,7 +73,7 @@ def observations(d: DesiredCluster, nodes: list[Node]) -> list[Observation]:
         own = node.mine or next(ln for ln in node.lines if ln.startswith(IDS[i]))
         flags = own.split()[2]
         marked = own.replace(f" {flags} ", f" myself,{flags} ", 1)
-        others = [ln for ln in node.lines if not ln.startswith(IDS[i])]
+        others = [ln for ln in node.lines if ln != own and not ln.startswith(IDS[i])]
         parsed = parse_cluster_nodes("\n".join([marked, *others]))
         obs.view = NodeView(parsed, "ok", {"cluster_state": "ok", "cluster_current_epoch": "3"})
         obs.dbsize = node.dbsize
@@ -296,3 +296,40 @@ def test_a_surplus_replica_moves_to_a_primary_without_one() -> None:
     # zones a, b, c by ordinal: node 5 shares node 2's zone, node 3 does not
     assert move.node == ep(3)
     assert "2 replicas" in move.reason
+
+
+def test_a_node_of_another_cluster_is_refused_not_merged() -> None:
+    d = desired()
+    lines = [ln for ln in HEALTHY if not ln.startswith(IDS[3])]
+    nodes = [Node(lines) for _ in range(6)]
+    # node 3 knows a peer this cluster has never seen: a stale nodes.conf
+    stranger = f"{'y' * 40} 10.9.9.9:6379@16379 master - 0 0 9 connected 0-100"
+    nodes[3] = Node([line(3, "master"), stranger])
+    plan = make_plan(d, observations(d, nodes), Intent())
+    assert plan.actions == [] and [f.code for f in plan.findings] == ["foreign_node"]
+
+
+def test_rdb_nodes_claiming_slots_of_another_shard_are_refused() -> None:
+    d = desired()
+    nodes = [alone(0, "6000"), alone(1, "6000"), *(alone(i) for i in range(2, 6))]
+    for i in (0, 1):
+        nodes[i].dbsize = 1
+    shard_slots = [[(0, 5460)], [(5461, 10922)], [(10923, 16383)]]
+    plan = make_plan(d, observations(d, nodes), Intent(shard_slots=shard_slots))
+    assert plan.actions == []
+    assert [(f.code, f.node) for f in plan.findings] == [("restore_slots_conflict", ep(0))]
+
+
+def test_a_surplus_replica_is_not_moved_while_the_donor_would_keep_only_a_loading_one() -> None:
+    d = desired()
+    lines = [
+        line(0, "master", slots="0-5460"),
+        line(1, "master", slots="5461-10922"),
+        line(2, "master", slots="10923-16383"),
+        line(3, "slave", IDS[1]),
+        line(4, "slave", IDS[0]),
+        line(5, "slave", IDS[1]),
+    ]
+    obs = observations(d, [Node(lines) for _ in range(6)])
+    obs[5].link_status = "sync"  # still loading its first copy
+    assert make_plan(d, obs, Intent()).actions == []
