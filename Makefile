@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 REPORTS ?= reports
 
-.PHONY: help venv redis-server browser monitoring container-engine image plan-run up down status smoke lint unit chart infra integration alert-drills checks integration-rest runbooks test bench bench-sse bench-backup lock clean
+.PHONY: help venv redis-server browser monitoring container-engine image plan-run up down status smoke lint unit chart infra integration alert-drills checks integration-rest runbooks image-plan-run test bench bench-sse bench-backup lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -113,12 +113,16 @@ runbooks: venv redis-server monitoring ## every runbook page checked; every proc
 plan-run: venv redis-server container-engine ## the image built here; every pod of the recorded dev plan run as its container, as declared
 	$(BIN)/pytest tests/containers -q
 
-# The alert drills mostly wait on Prometheus' clock: they run first, beside the static
-# checks, the image build and the runbook procedures (at most two jobs at once);
-# everything else with real servers after them, one at a time.
+# Two lanes first (at most two jobs at once): the alert drills (which mostly wait on
+# Prometheus' clock), then the runbook procedures; beside them the static checks, then
+# the image and the plan run of its containers. The rest of the integration tests after
+# them, alone.
 test: venv redis-server browser monitoring container-engine ## everything CI runs
-	$(MAKE) --no-print-directory -j2 -O alert-drills checks image runbooks
-	$(MAKE) --no-print-directory integration-rest plan-run
+	$(MAKE) --no-print-directory -j2 -O alert-drills checks image-plan-run runbooks
+	$(MAKE) --no-print-directory integration-rest
+
+image-plan-run: image ## the image, then the plan run of its containers (one lane of make test)
+	$(MAKE) --no-print-directory plan-run
 
 bench: venv redis-server ## cold start and failover numbers, 5 runs each (not part of test)
 	$(BIN)/python bench/twin_bench.py --runs 5
