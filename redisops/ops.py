@@ -49,31 +49,19 @@ class Cluster:
     progress: Callable[[str], None] = field(default=lambda _msg: None)
     timeout_s: float = 120.0
 
-    def reconciler(self, desired: DesiredCluster | None = None) -> Reconciler:
-        return Reconciler(
-            desired or self.desired,
-            self.tls,
-            self.operator,
-            ReconcileOptions(
-                acl_text=self.acl_text,
-                write_acl=self.write_acl,
-                progress=self.progress,
-                timeout_s=self.timeout_s,
-            ),
+    def options(self) -> ReconcileOptions:
+        return ReconcileOptions(
+            acl_text=self.acl_text,
+            write_acl=self.write_acl,
+            progress=self.progress,
+            timeout_s=self.timeout_s,
         )
 
+    def reconciler(self, desired: DesiredCluster | None = None) -> Reconciler:
+        return Reconciler(desired or self.desired, self.tls, self.operator, self.options())
+
     def reconcile(self, desired: DesiredCluster | None = None) -> ReconcileReport:
-        return reconcile(
-            desired or self.desired,
-            self.tls,
-            self.operator,
-            ReconcileOptions(
-                acl_text=self.acl_text,
-                write_acl=self.write_acl,
-                progress=self.progress,
-                timeout_s=self.timeout_s,
-            ),
-        )
+        return reconcile(desired or self.desired, self.tls, self.operator, self.options())
 
 
 class OpReport(BaseModel):
