@@ -28,12 +28,13 @@ from redisops.cli_common import (
     given_options,
     logger,
     out,
+    parse_desired_node,
     refuse_unused,
 )
 from redisops.cli_common import emit as _emit_common
 from redisops.cli_metrics import metrics_app
 from redisops.cli_ops_security import acl_app, certs_app
-from redisops.client import Credentials, Endpoint, TlsClient
+from redisops.client import Credentials, TlsClient
 from redisops.cluster import format_ranges
 from redisops.errors import ConfigError, RedisOpsError
 from redisops.local import compose
@@ -319,11 +320,6 @@ def _require_node(twin: Twin, port: int) -> None:
 # ---- reconcile --------------------------------------------------------------------
 
 
-def _parse_node(text: str) -> DesiredNode:
-    address, _, zone = text.partition("=")
-    return DesiredNode(endpoint=Endpoint.parse(address), zone=zone or None)
-
-
 @app.command("reconcile")
 def reconcile_cmd(
     ctx: typer.Context,
@@ -448,7 +444,7 @@ def reconcile_cmd(
             raise ConfigError(f"reconcile: {', '.join(missing)} required (or use --target local)")
         if node is None or shards is None or replicas is None or password_file is None:
             raise ConfigError("reconcile: --node, --shards, --replicas, --password-file needed")
-        nodes = [_parse_node(n) for n in node]
+        nodes = [parse_desired_node(n) for n in node]
         if zones_from_kubernetes:
             zones = kube.in_cluster_zones([n.endpoint.host for n in nodes])
             nodes = [

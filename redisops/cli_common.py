@@ -17,6 +17,7 @@ from redisops.client import Credentials, Endpoint, TlsClient
 from redisops.errors import ConfigError
 from redisops.local.settings import DEFAULT_STATE_DIR, HOST
 from redisops.local.twin import Twin
+from redisops.topology import DesiredNode
 
 out = Console()
 err = Console(stderr=True)
@@ -157,6 +158,12 @@ def cluster_access(
         ),
         Credentials.from_file(user or role, password_file),
     )
+
+
+def parse_desired_node(text: str) -> DesiredNode:
+    """host:port[=zone] of a desired node, as `--node` gives it."""
+    address, _, zone = text.partition("=")
+    return DesiredNode(endpoint=Endpoint.parse(address), zone=zone or None)
 
 
 def local_backup_location(state_dir: Path) -> str:

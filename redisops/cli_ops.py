@@ -22,13 +22,13 @@ from redisops.cli_common import (
     StateDir,
     TargetOpt,
     UserOpt,
-    client_certificate,
+    cluster_access,
     emit,
     logger,
     out,
+    parse_desired_node,
     refuse_unused,
 )
-from redisops.client import Credentials, Endpoint, TlsClient
 from redisops.errors import ConfigError, OperationError
 from redisops.health import Reads
 from redisops.local.settings import DEFAULT_STATE_DIR, HOST
@@ -43,7 +43,7 @@ from redisops.ops import (
     scale,
     wipe_node_dir,
 )
-from redisops.topology import DesiredCluster, DesiredNode
+from redisops.topology import DesiredCluster
 
 DesiredNodeOpt = Annotated[
     list[str] | None,
@@ -89,36 +89,23 @@ def operate_on(
             timeout_s=timeout,
         )
         return cluster, twin
-    if target is not None:
-        raise ConfigError(f"--target {target!r}: only 'local' is known; or give --node etc.")
-    missing = [
-        flag
-        for flag, value in (("--node", nodes), ("--shards", shards), ("--replicas", replicas),
-                            ("--ca", ca), ("--password-file", password_file))
-        if value is None or value == []
-    ]  # fmt: skip
-    if missing and shards is None and nodes:
-        missing = [m.replace("--shards", "--shards/--deployed-shards") for m in missing]
-    if missing or not nodes or shards is None or replicas is None or not ca or not password_file:
-        raise ConfigError(f"{', '.join(missing)} required (or use --target local)")
-    client_certificate(cert, key)
-    desired_nodes = []
-    for text in nodes:
-        address, _, zone = text.partition("=")
-        desired_nodes.append(DesiredNode(endpoint=Endpoint.parse(address), zone=zone or None))
+    access = cluster_access(
+        acl.OPERATOR, target=target, state_dir=state_dir,
+        nodes=[n.partition("=")[0] for n in nodes] if nodes else None,
+        ca=ca, cert=cert, key=key, user=user, password_file=password_file,
+    )  # fmt: skip
+    if shards is None or replicas is None:
+        raise ConfigError(
+            "with --node: the deployed shape is required (--shards/--replicas, for "
+            "`redisops scale` --deployed-shards/--deployed-replicas)"
+        )
+    desired_nodes = tuple(parse_desired_node(n) for n in nodes or [])
     try:
-        desired = DesiredCluster(shards=shards, replicas=replicas, nodes=tuple(desired_nodes))
+        desired = DesiredCluster(shards=shards, replicas=replicas, nodes=desired_nodes)
     except ValueError as exc:
         raise ConfigError(f"--node/--shards/--replicas: {exc}") from exc
-    tls = TlsClient(
-        ca_file=str(ca), cert_file=str(cert) if cert else None, key_file=str(key) if key else None
-    )
     cluster = Cluster(
-        desired,
-        tls,
-        Credentials.from_file(user or acl.OPERATOR, password_file),
-        progress=logger.info,
-        timeout_s=timeout,
+        desired, access.tls, access.credentials, progress=logger.info, timeout_s=timeout
     )
     return cluster, None
 

@@ -557,6 +557,7 @@ def _replica_moves(pool: _Pool, heal: HealPlan, replicas: int) -> list[Action]:
     follow whichever primary took the last slot, not the one that lacks a replica."""
     count = _replica_counts(pool, heal)
     zone = {i: o.desired.zone for i, o in pool.by_id.items()}
+    moved: set[str] = set()
     actions: list[Action] = []
     for short in [p for p in pool.serving if count[p] < replicas]:
         while count[short] < replicas:
@@ -566,14 +567,14 @@ def _replica_moves(pool: _Pool, heal: HealPlan, replicas: int) -> list[Action]:
             donor = max(donors, key=lambda p: count[p])
             # Only a replica in sync moves, and only while the donor keeps enough in sync:
             # never its one good copy for a loading one.
-            movable = [r for r in _followers(pool, donor) if _in_sync(pool, r)]
+            movable = [r for r in _followers(pool, donor) if r not in moved and _in_sync(pool, r)]
             if len(movable) <= replicas:
                 count[donor] = replicas  # its surplus is not in sync (yet): leave it
                 continue
             pick = min(movable, key=lambda r: zone.get(r) == zone.get(short))
             count[donor] -= 1
             count[short] += 1
-            pool.gone.add(pick)  # no longer a follower of the donor
+            moved.add(pick)  # no longer a follower of the donor
             why = f"its primary has {count[donor] + 1} replicas, this one {count[short] - 1}"
             actions.append(_move(pool, pick, short, f"{why} of {replicas}"))
     return actions

@@ -181,7 +181,6 @@ class Reconciler:
         self.findings: list[Finding] = []
         self._clients: dict[Endpoint, redis.Redis] = {}
         self._nodes = {str(n.endpoint): n.endpoint for n in desired.nodes}
-        self._replicated: set[str] = set()
 
     # ---- I/O helpers -------------------------------------------------------------
 
@@ -346,16 +345,6 @@ class Reconciler:
             lambda obs: _knows(obs, action.node, action.primary_id),
         )
         self._on(action.node).execute_command("CLUSTER", "REPLICATE", action.primary_id)
-        replica = self.observe_one(action.node)
-        if replica is not None:
-            self._replicated.add(replica)
-
-    def observe_one(self, node: str | None) -> str | None:
-        """The node id of `node` (None when it does not answer)."""
-        assert node is not None
-        with contextlib.suppress(redis.RedisError, OSError):
-            return str(self._on(node).execute_command("CLUSTER", "MYID"))
-        return None
 
     def _do_forget(self, action: Action, strict: bool = True) -> None:
         """CLUSTER FORGET on every node that knows the id; a refusal fails the action
@@ -389,7 +378,7 @@ class Reconciler:
 
     def _do_rebalance(self, action: Action) -> None:
         assert isinstance(action, Rebalance)
-        attached = set(action.attached) | self._replicated
+        attached = set(action.attached)
         if attached:
             self._wait(
                 "every node to see the new replicas",

@@ -99,12 +99,7 @@ def _read(path: Path, role: str) -> str:
 
 def passwords(layout: TwinLayout, role: str) -> dict[str, str]:
     """The role's accepted passwords by name (current, next, old): those whose file exists."""
-    files = {
-        "current": layout.password_file(role),
-        "next": layout.next_password_file(role),
-        "old": layout.old_password_file(role),
-    }
-    return {name: _read(path, role) for name, path in files.items() if path.exists()}
+    return {name: _read(path, role) for name, path in layout.accepted_password_files(role).items()}
 
 
 def rotation_acl_text(
@@ -112,13 +107,7 @@ def rotation_acl_text(
 ) -> str:
     """The twin's ACL file with every accepted password of every role (two for a role in
     rotation); `drop` = (role, name) leaves one out (retire)."""
-    hashes: dict[str, list[str]] = {}
-    for role in acl.ROLES:
-        accepted = passwords(twin.layout, role)
-        if drop is not None and drop[0] == role:
-            accepted.pop(drop[1], None)
-        hashes[role] = [acl.hash_password(p) for p in dict.fromkeys(accepted.values())]
-    return acl.render_acl_file(hashes, settings.streams)
+    return twin.acl_text(settings, drop)
 
 
 def command_for(role: str, state_dir: Path) -> Callable[[Phase], str]:

@@ -207,6 +207,16 @@ class TwinLayout:
     def old_password_file(self, role: str) -> Path:
         return self.secrets / f"{role}.password.old"
 
+    def accepted_password_files(self, role: str) -> dict[str, Path]:
+        """The role's password files that exist, by name (current, next, old): every
+        password the role accepts (two while a rotation is between add and retire)."""
+        files = {
+            "current": self.password_file(role),
+            "next": self.next_password_file(role),
+            "old": self.old_password_file(role),
+        }
+        return {name: path for name, path in files.items() if path.exists()}
+
     def rotation_record(self, role: str) -> Path:
         return self.secrets / f"{role}.rotation.json"
 

@@ -147,20 +147,17 @@ class Twin:
         )
         _write_if_changed(self.layout.replication_include, include, private=True)
 
-    def acl_text(self, settings: TwinSettings) -> str:
-        # Every password the role accepts: two while `redisops acl rotate` is between
-        # add and retire, so that `local up`/reconcile keep both hashes.
+    def acl_text(self, settings: TwinSettings, drop: tuple[str, str] | None = None) -> str:
+        """The ACL file with every password each role accepts (two while `redisops acl
+        rotate` is between add and retire, so that `local up`/reconcile keep both);
+        `drop` = (role, name) leaves one out (a rotation's retire)."""
         hashes: dict[str, list[str]] = {}
         for role in acl.ROLES:
-            files = (
-                self.layout.password_file(role),
-                self.layout.next_password_file(role),
-                self.layout.old_password_file(role),
-            )
+            files = self.layout.accepted_password_files(role)
+            if drop is not None and drop[0] == role:
+                files.pop(drop[1], None)
             accepted = [
-                Credentials.from_file(role, f).password.get_secret_value()
-                for f in files
-                if f.exists()
+                Credentials.from_file(role, f).password.get_secret_value() for f in files.values()
             ]
             hashes[role] = [acl.hash_password(p) for p in dict.fromkeys(accepted)]
         return acl.render_acl_file(hashes, settings.streams)
