@@ -13,9 +13,9 @@ exporter of node i P+10+i. Everything listens on 127.0.0.1.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import signal
 import sys
 import time
 import urllib.error
@@ -252,12 +252,13 @@ class TwinMonitoring:
         return None
 
     def up(self, settings: TwinSettings) -> list[str]:
-        """Start what is not running (Prometheus and Alertmanager re-read changed files
-        on SIGHUP); return what was started. Waits until both answer."""
+        """Start what is not running (running ones re-read changed files, and the reload
+        returns once Prometheus can deliver alerts); return what was started. Waits until
+        both answer."""
         changed = self.write_config(settings)
         argv = self._argv(settings)
         if changed:
-            self.reload()
+            self.reload(settings)
         started = []
         for name, (args, extra_env) in argv.items():
             if self.running_pid(name) is not None:
@@ -313,12 +314,25 @@ class TwinMonitoring:
                 stopped.append(f"{name} (pid {pid})")
         return stopped
 
-    def reload(self) -> None:
-        """Make Prometheus and Alertmanager re-read their files (SIGHUP)."""
-        for name in ("prometheus", "alertmanager"):
-            pid = self.running_pid(name)
+    def reload(self, settings: TwinSettings, timeout: float = 15.0) -> None:
+        """Make Prometheus and Alertmanager re-read their files, and return once Prometheus
+        can deliver alerts again: a reload rebuilds its Alertmanager targets, and until
+        discovery hands them over (up to 5 s) a firing alert goes nowhere."""
+        urls = self.urls(settings)
+        running = {name: self.running_pid(name) for name in ("prometheus", "alertmanager")}
+        for name, pid in running.items():
             if pid is not None:
-                os.kill(pid, signal.SIGHUP)
+                _post(f"{urls[name]}/-/reload")  # synchronous: returns once applied
+        if running["prometheus"] is None or running["alertmanager"] is None:
+            return
+        deadline = time.monotonic() + timeout
+        while not _active_alertmanagers(urls["prometheus"]):
+            if time.monotonic() > deadline:
+                raise OperationError(
+                    f"Prometheus found no Alertmanager {timeout:.0f} s after a reload; see "
+                    f"{self.logfile('prometheus')}"
+                )
+            time.sleep(0.1)
 
     def status(self, settings: TwinSettings) -> dict[str, Any]:
         urls = self.urls(settings)
@@ -330,6 +344,24 @@ class TwinMonitoring:
             "rule_file": str(self.rule_file),
             "processes": {name: self.running_pid(name) for name in names},
         }
+
+
+def _post(url: str) -> None:
+    request = urllib.request.Request(url, method="POST")  # noqa: S310 (loopback)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (loopback)
+            response.read()
+    except urllib.error.HTTPError as exc:  # the process answered: the files are wrong
+        raise ConfigError(f"{url} refused the new configuration: {exc.read()[:300]!r}") from exc
+
+
+def _active_alertmanagers(prometheus: str) -> list[str]:
+    try:
+        with urllib.request.urlopen(f"{prometheus}/api/v1/alertmanagers", timeout=2) as r:  # noqa: S310 (loopback)
+            body = json.load(r)
+    except (urllib.error.URLError, OSError, ValueError):
+        return []
+    return [a["url"] for a in body["data"]["activeAlertmanagers"]]
 
 
 def _answers(url: str) -> bool:
