@@ -34,6 +34,7 @@ from redisops.cli_common import (
 from redisops.cli_common import emit as _emit_common
 from redisops.cli_metrics import metrics_app
 from redisops.cli_ops_security import acl_app, certs_app
+from redisops.cli_smoke import smoke_cmd
 from redisops.client import Credentials, TlsClient
 from redisops.cluster import format_ranges
 from redisops.errors import ConfigError, RedisOpsError
@@ -58,6 +59,7 @@ app.add_typer(metrics_app, name="metrics")
 app.add_typer(acl_app, name="acl")
 app.add_typer(certs_app, name="certs")
 app.command("restore")(restore_cmd)
+app.command("smoke")(smoke_cmd)
 
 emit = _emit_common
 
@@ -508,101 +510,6 @@ def _first_error(exc: ValueError) -> str:
         first = errors()[0]
         return str(first.get("msg", exc)).removeprefix("Value error, ")
     return str(exc)
-
-
-# ---- smoke ------------------------------------------------------------------------
-
-
-@app.command("smoke")
-def smoke_cmd(
-    target: Annotated[
-        str, typer.Option(help="Where to run: local (the twin) or kubernetes (--target-file).")
-    ] = "local",
-    target_file: Annotated[
-        Path | None,
-        typer.Option(help="kubernetes: the target file (the smoke Job mounts it)."),
-    ] = None,
-    report_dir: Annotated[
-        Path, typer.Option(help="Where the JUnit XML and the JSON report go.")
-    ] = Path("reports"),
-    no_disruption: Annotated[
-        bool, typer.Option("--no-disruption", help="Skip checks that crash nodes.")
-    ] = False,
-    select: Annotated[
-        str | None, typer.Option("-k", help="Only checks matching this pytest expression.")
-    ] = None,
-    state_dir: StateDir = DEFAULT_STATE_DIR,
-    json_out: JsonOut = False,
-) -> None:
-    """Run the post-rollout smoke suite against a target; exit 1 on any failure."""
-    from smoke_tests import runner  # imported late: pulls in pytest
-    from smoke_tests.targets import TargetError, load_target
-
-    if target == "local":
-        refuse_unused("--target local (the twin describes itself)", {"--target-file": target_file})
-        if not (state_dir / "state.json").exists():
-            raise ConfigError(
-                f"no local twin in {state_dir}; start one with `make up` or `redisops local up`"
-            )
-    elif target == "kubernetes":
-        try:  # fail here, with the reason, rather than inside pytest
-            load_target(target, None, target_file)
-        except TargetError as exc:
-            raise ConfigError(f"--target kubernetes: {exc}") from exc
-    else:
-        raise ConfigError(f"--target {target!r}: use local (the twin) or kubernetes")
-    report = runner.run(
-        target,
-        state_dir if target == "local" else None,
-        report_dir,
-        no_disruption=no_disruption,
-        select=select,
-        quiet_stdout=json_out,
-        target_file=target_file,
-    )
-    if json_out:
-        emit(report)
-    else:
-        _print_smoke(report)
-    if not report["ok"]:
-        raise typer.Exit(1)
-
-
-def _print_smoke(report: dict[str, Any]) -> None:
-    table = Table(title=f"smoke: {report['target']} ({report['duration_s']} s)")
-    for column in ("measurement", "value", "goal", "check"):
-        table.add_column(column)
-    for name, row in report["measurements"].items():
-        goal = row.get("goal")
-        met = row.get("goal_met")
-        mark = "" if met is None else (" [green]met[/green]" if met else " [yellow]missed[/yellow]")
-        table.add_row(
-            name,
-            f"{row.get('value')} {row.get('unit', '')}",
-            "-" if goal is None else f"<= {goal}{mark}",
-            row["test"].split("::")[-1][:60],
-        )
-    out.print(table)
-    for test in report["tests"]:
-        if test["outcome"] in ("failed", "error"):
-            out.print(f"[red]{test['outcome']}[/red] {test['id']}\n{test.get('message', '')}")
-    allowed: dict[str, list[str]] = {}  # declared-absent capability -> reasons, one per skip
-    for skip in report["skips"]:
-        if skip["allowed"]:
-            allowed.setdefault(skip["capability"], []).append(skip["reason"])
-        else:  # the skip checked nothing the target declares absent: it failed the gate
-            out.print(f"[red]skipped, not allowed[/red] {skip['test']}\n{skip['reason']}")
-    for capability, reasons in allowed.items():
-        out.print(f"[yellow]skipped {len(reasons)}[/yellow], {capability} absent: {reasons[0]}")
-    counts = report["counts"]
-    colour = "green" if report["ok"] else "red"
-    out.print(
-        f"[{colour}]{counts['passed']} passed, {counts['failed']} failed, "
-        f"{counts['error']} errors, {counts['skipped']} skipped "
-        f"({counts['skipped_not_allowed']} not allowed)[/{colour}] — "
-        f"JUnit: {report['junit_xml']}",
-        highlight=False,
-    )
 
 
 # ---- node (the Redis pod's start step) ----------------------------------------------

@@ -20,3 +20,10 @@ class OperationError(RedisOpsError):
     """A check or an operation against Redis failed."""
 
     exit_code = 1
+
+
+class Unavailable(RedisOpsError):
+    """The operation could not be run at all: what it needs (an API server, a tool, the
+    rights to use them) is missing, unreachable or refused, or it ran out of time."""
+
+    exit_code = 2
