@@ -577,8 +577,9 @@ def markdown(summary: dict[str, Any]) -> str:
     if summary["exit_code"]:
         lines += [
             "",
-            "Roll back: re-run the deploy workflow on the last green commit of main, or follow "
-            "`runbooks/rollback-release.md`. The reports are in the run's artifacts.",
+            "Roll back: re-run the deploy run of the last green commit of main (it deploys "
+            "that commit with the image gated then), or follow `runbooks/rollback-release.md`. "
+            "The reports are in the run's artifacts.",
         ]
     return "\n".join(lines) + "\n"
 
