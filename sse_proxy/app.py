@@ -114,15 +114,17 @@ class Proxy:
 
 def _start_position(request: Request) -> EntryId | None:
     """Last-Event-ID (header, then query) wins over `from`; None means 'only new entries'."""
-    resume = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    resume = request.headers.get("last-event-id")
     source = "Last-Event-ID"
+    if resume is None:
+        resume, source = request.query_params.get("last_event_id"), "?last_event_id"
     if resume is None:
         start = request.query_params.get("from", "now")
         if start == "now":
             return None
         if start == "earliest":
             return (0, 0)
-        resume, source = start, "from"
+        resume, source = start, "?from"
     try:
         return parse_entry_id(resume.strip())
     except ValueError as exc:
@@ -359,6 +361,14 @@ def _fields(body: bytes) -> dict[str, str]:
     for key, value in data.items():
         if not key:
             raise HttpError(400, "bad_event", "field names must not be empty")
+        if not _utf8(key):
+            raise HttpError(
+                400,
+                "bad_event",
+                f"field name {key.encode('utf-8', 'backslashreplace')[:60]!r} holds a lone "
+                "surrogate (\\ud800-\\udfff without its pair), which is not UTF-8; send "
+                "the character's full pair or leave it out",
+            )
         if not isinstance(value, str):
             raise HttpError(
                 400,
@@ -366,7 +376,22 @@ def _fields(body: bytes) -> dict[str, str]:
                 f"field {key[:60]!r} is {type(value).__name__}; every value must be a string "
                 "(encode structured payloads as a JSON string)",
             )
+        if not _utf8(value):
+            raise HttpError(
+                400,
+                "bad_event",
+                f"field {key[:60]!r} holds a lone surrogate (\\ud800-\\udfff without its "
+                "pair), which is not UTF-8; send the character's full pair or leave it out",
+            )
     return data
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _idempotency_key(request: Request) -> str | None:

@@ -226,6 +226,9 @@ class Backend:
             "username": username if password else None,
             "password": password,
             "decode_responses": True,
+            # Entries are bytes: a value that is not UTF-8 decodes losslessly (its bytes as
+            # lone surrogates) instead of raising, and sse.entry_event encodes it as base64.
+            "encoding_errors": "surrogateescape",
             "driver_info": None,
             "socket_connect_timeout": 3.0,
             "socket_timeout": 5.0,

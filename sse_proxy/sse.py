@@ -5,6 +5,7 @@ Each entry is encoded once and the same bytes are written to every subscriber.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Mapping
@@ -34,11 +35,37 @@ def format_entry_id(entry_id: EntryId) -> str:
 
 
 def entry_event(entry_id: str, fields: Mapping[str, str]) -> bytes:
-    """One stream entry as an SSE event: id, event (the `action` field), JSON data."""
-    action = fields.get("action", "")
-    name = action if EVENT_NAME.match(action) else "message"
-    data = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+    """One stream entry as an SSE event: id, event (the `action` field), JSON data.
+
+    Field names and values arrive as text, with bytes that are not UTF-8 kept as lone
+    surrogates (the Redis clients decode with `surrogateescape`). Such a value is sent as
+    `{"base64": "<its bytes>"}` and such a name as `"base64:<its bytes>"`: lossless, and
+    every UTF-8 field stays exactly as it was.
+    """
+    payload = {_key(k): _value(v) for k, v in fields.items()}
+    action = payload.get("action", "")
+    name = action if isinstance(action, str) and EVENT_NAME.match(action) else "message"
+    data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
     return f"id: {entry_id}\nevent: {name}\ndata: {data}\n\n".encode()
+
+
+def _raw(text: str) -> bytes | None:
+    """The original bytes of `text` when they were not UTF-8; None when they were."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape")
+    return None
+
+
+def _key(name: str) -> str:
+    raw = _raw(name)
+    return name if raw is None else "base64:" + base64.b64encode(raw).decode()
+
+
+def _value(value: str) -> str | dict[str, str]:
+    raw = _raw(value)
+    return value if raw is None else {"base64": base64.b64encode(raw).decode()}
 
 
 def control_event(name: str, payload: Mapping[str, object]) -> bytes:

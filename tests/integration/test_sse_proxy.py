@@ -146,6 +146,36 @@ def test_last_event_id_header_and_query_resume_right_after_it(
     assert ids_of(query) == entries[4:]
 
 
+def test_an_entry_that_is_not_utf8_is_delivered_losslessly_and_never_stalls_its_stream(
+    proxy: ProxyProcess, session_twin: Twin
+) -> None:
+    # Entries are bytes: a producer outside the proxy may write any. Each value or field
+    # name that is not UTF-8 arrives as {"base64": ...} / "base64:<name>"; the rest as is.
+    stream = stream_name()
+    client = publisher(session_twin)
+    try:
+        first = str(client.xadd(stream, {"n": "0"}))
+        with subscribe(proxy, stream, "?from=earliest") as live:
+            binary = {"action": "note", "payload": b"\xff\xfeok", b"\xc3": "v"}
+            bad = str(client.xadd(stream, binary))  # type: ignore[arg-type]
+            after = str(client.xadd(stream, {"n": "2"}))
+            assert live.wait_for(lambda evs: any(e.id == after for e in evs), 5), live.entries()
+        with subscribe(proxy, stream, f"?last_event_id={first}") as resumed:  # from XRANGE
+            assert resumed.wait_for(lambda evs: any(e.id == after for e in evs), 5), resumed.body
+    finally:
+        client.close()
+    for sub in (live, resumed):
+        assert ids_of(sub)[-2:] == [bad, after]
+        event = next(e for e in sub.entries() if e.id == bad)
+        assert event.event == "note"
+        assert json.loads(event.data) == {
+            "action": "note",
+            "payload": {"base64": "//5vaw=="},
+            "base64:ww==": "v",
+        }
+    assert httpx.get(f"{proxy.url}/readyz").status_code == 200
+
+
 def test_joining_while_entries_pour_in_gives_each_entry_once_in_order(
     proxy: ProxyProcess, session_twin: Twin
 ) -> None:
@@ -470,6 +500,39 @@ def test_a_malformed_last_event_id_is_a_400(proxy: ProxyProcess, value: str) -> 
     assert response.status_code == 400
     assert response.json()["reason"] == "bad_position"
     assert "Last-Event-ID" in response.json()["detail"]
+
+
+def test_a_malformed_last_event_id_query_is_reported_as_the_query_parameter(
+    proxy: ProxyProcess,
+) -> None:
+    response = httpx.get(
+        f"{proxy.url}/v1/streams/{stream_name()}?last_event_id=abc", headers=proxy.headers()
+    )
+    assert response.status_code == 400 and response.json()["reason"] == "bad_position"
+    assert response.json()["detail"].startswith("?last_event_id: ")
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ('{"sender": "a", "payload": "x\\ud800y"}', "'payload'"),
+        ('{"sender": "a", "pay\\udfffload": "x"}', "field name"),
+        ('{"sender": "a", "payload": "\\udcff"}', "'payload'"),  # what surrogateescape makes
+    ],
+)
+def test_a_lone_surrogate_in_a_published_event_is_a_400_naming_the_field(
+    proxy: ProxyProcess, session_twin: Twin, body: str, named: str
+) -> None:
+    stream = stream_name()
+    response = httpx.post(
+        f"{proxy.url}/v1/streams/{stream}/events",
+        content=body.encode(),
+        headers={**proxy.headers(), "content-type": "application/json"},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["reason"] == "bad_event"
+    assert named in response.json()["detail"] and "UTF-8" in response.json()["detail"]
+    assert entries_of(session_twin, stream) == []  # nothing half-written
 
 
 def test_tokens_are_checked_per_stream_and_per_operation(proxy: ProxyProcess) -> None:

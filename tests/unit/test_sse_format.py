@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 
 from smoke_tests.sse_client import Parser
@@ -58,3 +61,22 @@ def test_entry_ids_parse(text: str) -> None:
 def test_malformed_entry_ids_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="stream entry id"):
         sse.parse_entry_id(text)
+
+
+def test_fields_that_are_not_utf8_are_sent_as_base64_and_the_rest_unchanged() -> None:
+    # The Redis clients decode with surrogateescape: bytes that are not UTF-8 arrive as
+    # lone surrogates, exactly recoverable.
+    raw_value = b"\xff\xfeok".decode("utf-8", "surrogateescape")
+    raw_name = b"\xc3".decode("utf-8", "surrogateescape")
+    fields = {"action": "note", "payload": raw_value, raw_name: "v", "text": "héllo"}
+    [event] = Parser().feed(sse.entry_event("1-1", fields))
+    assert json.loads(event.data) == {
+        "action": "note",
+        "payload": {"base64": base64.b64encode(b"\xff\xfeok").decode()},
+        "base64:" + base64.b64encode(b"\xc3").decode(): "v",
+        "text": "héllo",
+    }
+    assert event.event == "note"
+    binary_action = {"action": raw_value}
+    [named] = Parser().feed(sse.entry_event("1-2", binary_action))
+    assert named.event == "message"  # a binary action is no event name
