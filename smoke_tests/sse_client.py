@@ -228,6 +228,7 @@ class Subscription:
         self.reconnect = reconnect
         self.timeout = timeout
         self.events: list[Event] = []
+        self.positions: list[Event] = []  # the proxy's `position` events (one per connection)
         self.statuses: list[int] = []
         self.body = b""  # the body of a refusal (non-200)
         self.errors: list[str] = []
@@ -299,7 +300,10 @@ class Subscription:
                     events = self.parser.feed(chunk)
                     if events:
                         with self._lock:
-                            self.events.extend(events)
+                            for event in events:  # an app listens to entries, not positions
+                                (
+                                    self.positions if event.event == "position" else self.events
+                                ).append(event)
             except (OSError, ValueError) as exc:
                 if not self._stop.is_set():
                     self.errors.append(f"{type(exc).__name__}: {exc}")

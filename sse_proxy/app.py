@@ -239,6 +239,9 @@ class StreamEndpoint:
             }
             await _write(sub, send, head)
             preamble = sse.retry(settings.retry_ms) + sse.comment(f"stream {stream}")
+            # Every connection gets its position at once (from=now: where live starts).
+            position = join.live_from if after is None else after
+            preamble += sse.position_event(sse.format_entry_id(position))
             if after is not None and after > (0, 0):
                 preamble += await self._gap(stream, after)
             await _write(sub, send, _chunk(preamble))

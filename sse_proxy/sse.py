@@ -68,6 +68,14 @@ def _value(value: str) -> str | dict[str, str]:
     return value if raw is None else {"base64": base64.b64encode(raw).decode()}
 
 
+def position_event(entry_id: str) -> bytes:
+    """The client's position at connect: an `id:` so a reconnect before the first entry
+    carries Last-Event-ID, with data (parsers drop id-only blocks) and a name of its own
+    (no `message` handler fires)."""
+    data = json.dumps({"position": entry_id}, separators=(",", ":"))
+    return f"id: {entry_id}\nevent: position\ndata: {data}\n\n".encode()
+
+
 def control_event(name: str, payload: Mapping[str, object]) -> bytes:
     """An event without id (gap, overflow): it must not move the client's Last-Event-ID."""
     data = json.dumps(payload, separators=(",", ":"))
