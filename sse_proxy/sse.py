@@ -15,6 +15,9 @@ ENTRY_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 # entry's `action` becomes the event name only when it is a plain token.
 EVENT_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 MAX_ID = 2**64 - 1
+# Names an entry's action may not take as they are: EventSource's own (`error` would fire
+# onerror, `open` onopen) and the proxy's events. They are sent as `action-<name>`.
+RESERVED_EVENT_NAMES = frozenset({"error", "open", "position", "gap", "overflow"})
 
 EntryId = tuple[int, int]
 
@@ -45,6 +48,8 @@ def entry_event(entry_id: str, fields: Mapping[str, str]) -> bytes:
     payload = {_key(k): _value(v) for k, v in fields.items()}
     action = payload.get("action", "")
     name = action if isinstance(action, str) and EVENT_NAME.match(action) else "message"
+    if name in RESERVED_EVENT_NAMES:
+        name = f"action-{name}"
     data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
     return f"id: {entry_id}\nevent: {name}\ndata: {data}\n\n".encode()
 

@@ -80,3 +80,17 @@ def test_fields_that_are_not_utf8_are_sent_as_base64_and_the_rest_unchanged() ->
     binary_action = {"action": raw_value}
     [named] = Parser().feed(sse.entry_event("1-2", binary_action))
     assert named.event == "message"  # a binary action is no event name
+
+
+@pytest.mark.parametrize("action", ["error", "open", "position", "gap", "overflow"])
+def test_actions_that_are_reserved_event_names_are_mapped(action: str) -> None:
+    # `error` would fire a browser's onerror, `open` its onopen; position/gap/overflow are
+    # the proxy's own events.
+    [event] = Parser().feed(sse.entry_event("1-1", {"action": action}))
+    assert event.event == f"action-{action}"
+    assert json.loads(event.data) == {"action": action}  # the field itself is untouched
+
+
+def test_ordinary_actions_stay_event_names() -> None:
+    [event] = Parser().feed(sse.entry_event("1-1", {"action": "task_claimed"}))
+    assert event.event == "task_claimed"
