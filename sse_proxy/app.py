@@ -167,13 +167,15 @@ class StreamEndpoint:
             proxy.check_available()
             if proxy.hub.connections >= proxy.settings.max_connections:
                 metrics.REJECTED.labels("limit").inc()
-                raise HttpError(
-                    503,
+                await self._come_back(
+                    scope,
+                    send,
                     "too_many_connections",
                     f"this instance serves {proxy.settings.max_connections} connections; "
-                    "retry shortly",
-                    {"Retry-After": str(random.randint(2, 10))},
+                    "retrying shortly",
+                    random.randint(2000, 10000),
                 )
+                return
             reader = await proxy.hub.reader(stream)
         except AuthError as exc:
             await self._refuse(_auth_response(exc), scope, receive, send)
@@ -185,13 +187,13 @@ class StreamEndpoint:
             metrics.REDIS_ERRORS.labels("subscribe").inc()
             metrics.REJECTED.labels("redis").inc()
             logger.warning("subscribing to %s failed: %s: %s", stream, type(exc).__name__, exc)
-            refusal = HttpError(
-                503,
+            await self._come_back(
+                scope,
+                send,
                 "redis_unavailable",
-                "cannot read the stream now: Redis is unavailable",
-                {"Retry-After": "2"},
+                "cannot read the stream now: Redis is unavailable; retrying shortly",
+                random.randint(1500, 3000),
             )
-            await self._refuse(refusal.response(), scope, receive, send)
             return
         metrics.REQUESTS.labels("GET", "subscribe", "200").inc()
         del request  # its parsed headers and cookies are not needed for hours of streaming
@@ -206,6 +208,30 @@ class StreamEndpoint:
             (b"access-control-allow-credentials", b"true"),
             (b"vary", b"Origin"),
         ]
+
+    async def _come_back(
+        self, scope: Scope, send: Send, reason: str, detail: str, retry_ms: int
+    ) -> None:
+        """A temporary refusal the way EventSource retries: browsers and Node treat any
+        non-200 answer as final, but come back after `retry:` when a 200 stream ends. The
+        `unavailable` event (no id: the client's position stays) says why. Counted as the
+        503 it means (`sse_requests_total{status="503"}`, so the 5xx alert sees it)."""
+        metrics.REQUESTS.labels("GET", "subscribe", "503").inc()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    *SSE_HEADERS,
+                    (b"retry-after", str(max(1, retry_ms // 1000)).encode()),
+                    *self._cors(scope),
+                ],
+            }
+        )
+        body = sse.retry(retry_ms) + sse.control_event(
+            "unavailable", {"reason": reason, "detail": detail, "retry_ms": retry_ms}
+        )
+        await send(_last(body))
 
     async def _refuse(self, response: Response, scope: Scope, receive: Receive, send: Send) -> None:
         metrics.REQUESTS.labels("GET", "subscribe", str(response.status_code)).inc()

@@ -823,7 +823,8 @@ def test_connections_at_the_limit_fire_near_limit_and_5xx(alert_twin: Twin, hook
         with contextlib.suppress(Exception):
             sub.start()
         sub.close()
-        assert 503 in sub.statuses or not sub.statuses
+        # a temporary refusal: 200, `retry:`, an `unavailable` event (counted as a 503)
+        assert any(e.event == "unavailable" for e in sub.events) or not sub.statuses
 
     def close_all() -> None:
         for sub in subs:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import threading
 import time
@@ -766,9 +767,24 @@ def _cutoffs(proxy: ProxyProcess) -> str:
     )
 
 
-def test_a_connection_flood_past_the_limit_gets_503_and_spares_existing_clients(
+def refusal_of(response: httpx.Response) -> tuple[int, dict[str, Any]]:
+    """(retry ms, the `unavailable` event's data) of a temporary refusal as EventSource
+    meets it: 200, an event stream that ends after them."""
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = Parser().feed(response.content)
+    [unavailable] = events
+    assert unavailable.event == "unavailable" and unavailable.id is None  # position unmoved
+    retry = re.search(r"^retry: (\d+)$", response.text, flags=re.MULTILINE)
+    assert retry is not None, response.text
+    return int(retry.group(1)), json.loads(unavailable.data)
+
+
+def test_a_connection_flood_past_the_limit_is_told_to_retry_and_spares_existing_clients(
     session_twin: Twin, tmp_path: Path
 ) -> None:
+    # Browsers and Node's eventsource never retry a non-200 answer: a temporary refusal
+    # is a 200 stream that says when to come back (`retry:`, jittered) and ends.
     with running_proxy(session_twin, tmp_path, max_connections=5) as own:
         stream = stream_name()
         subs = [subscribe(own, stream) for _ in range(5)]
@@ -777,12 +793,29 @@ def test_a_connection_flood_past_the_limit_gets_503_and_spares_existing_clients(
                 httpx.get(f"{own.url}/v1/streams/{stream}", headers=own.headers(), timeout=5)
                 for _ in range(20)
             ]
-            assert {r.status_code for r in refused} == {503}
-            assert all(r.json()["reason"] == "too_many_connections" for r in refused)
-            assert all(int(r.headers["retry-after"]) > 0 for r in refused)
+            answers = [refusal_of(r) for r in refused]
+            assert all(data["reason"] == "too_many_connections" for _, data in answers)
+            retries = [ms for ms, _ in answers]
+            assert all(2000 <= ms <= 10000 for ms in retries) and len(set(retries)) > 1
             entry = xadd(session_twin, stream, 1)[0]
             for sub in subs:
                 assert sub.wait_for(lambda evs: any(e.id == entry for e in evs), 5)
+            # An EventSource-like client retries on its own and gets in once a slot frees.
+            waiting = Subscription(
+                f"{own.url}/v1/streams/{stream}?from=now", token=own.token(), reconnect=True
+            )
+            waiting.start()
+            subs.pop().close()
+            deadline = time.monotonic() + 15
+            while not waiting.positions and time.monotonic() < deadline:
+                time.sleep(0.05)  # back after its retry:, with its position
+            later = xadd(session_twin, stream, 1)[0]
+            assert waiting.wait_for(lambda evs: any(e.id == later for e in evs), 15), (
+                waiting.statuses,
+                waiting.errors,
+            )
+            assert waiting.connections >= 2 and set(waiting.statuses) == {200}
+            waiting.close()
         finally:
             for sub in subs:
                 sub.close()
@@ -1042,14 +1075,15 @@ def test_readiness_fails_while_redis_is_unreachable(session_twin: Twin, tmp_path
             "subscribe": httpx.get(f"{url}/v1/streams/agent_updates", headers=headers, timeout=30),
         }
         for what, answer in answers.items():
-            assert answer.status_code == 503, (what, answer.text)
+            assert answer.status_code == (200 if what == "subscribe" else 503), (what, answer.text)
             assert dead not in answer.text and str(dead_port) not in answer.text, (
                 what,
                 answer.text,
             )
         assert answers["post"].json()["reason"] == "redis_unavailable"
         assert answers["post"].json()["detail"] == "the entry was not added: Redis is unavailable"
-        assert answers["subscribe"].json()["reason"] == "redis_unavailable"
+        retry_ms, refusal = refusal_of(answers["subscribe"])  # EventSource comes back
+        assert refusal["reason"] == "redis_unavailable" and 1000 <= retry_ms <= 4000
     finally:
         from tests.integration.proxies import stop
 
