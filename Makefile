@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 REPORTS ?= reports
 
-.PHONY: help venv redis-server browser monitoring container-engine image plan-run up down status smoke lint unit chart infra integration alert-drills checks integration-rest runbooks image-plan-run test bench bench-sse bench-backup lock clean
+.PHONY: help venv redis-server browser monitoring container-engine image plan-run up down status smoke lint unit chart infra integration alert-drills checks integration-rest runbooks image-plan-run policy policy-venv test bench bench-sse bench-backup lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -80,10 +80,11 @@ status: venv ## the twin's nodes, roles, shards and slots
 smoke: venv redis-server ## run the smoke suite against the running twin
 	$(BIN)/redisops smoke --target local --report-dir $(REPORTS)
 
-lint: venv ## ruff (lint + format check) and mypy
+lint: venv ## ruff (lint + format check), mypy, and actionlint on .github/workflows
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/actionlint
 
 unit: venv monitoring ## pure-logic tests, and promtool on the alert rules
 	$(BIN)/pytest tests/unit -q
@@ -102,7 +103,21 @@ ALERT_DRILLS := tests/integration/test_alerts_live.py
 alert-drills: venv redis-server monitoring ## every alert fired for real on a twin with Prometheus + Alertmanager (part of integration)
 	$(BIN)/pytest $(ALERT_DRILLS) -q
 
-checks: lint unit chart infra ## everything that needs no running server
+# The policy pack runs in a virtualenv of its own, as `pulumi preview --policy-pack` runs
+# it: pulumi-policy pins protobuf 5.29, the project's Google clients need protobuf 6.
+POLICY_VENV := infra/policy/.venv
+$(POLICY_VENV)/.installed: infra/policy/requirements.txt
+	@test -x $(POLICY_VENV)/bin/python || $(PYTHON) -m venv $(POLICY_VENV)
+	$(POLICY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r infra/policy/requirements.txt
+	@touch $@
+
+policy-venv: $(POLICY_VENV)/.installed ## the policy pack's own virtualenv (pulumi preview/up --policy-pack infra/policy runs from it)
+
+policy: venv policy-venv ## the policy pack under the real pulumi-policy (own virtualenv), on the recorded dev and prod plans
+	$(BIN)/python -m tests.policy.plans $(REPORTS)/policy-plans.json
+	POLICY_PLANS=$(REPORTS)/policy-plans.json $(POLICY_VENV)/bin/python tests/policy/pack_check.py
+
+checks: lint unit chart infra policy ## everything that needs no running server
 
 integration-rest: venv redis-server browser ## the integration tests but the alert drills
 	$(BIN)/pytest tests/integration -q --ignore=$(ALERT_DRILLS)
@@ -140,4 +155,4 @@ lock: ## refresh constraints.txt from a clean resolve of pyproject.toml
 	rm -rf .lock-venv
 
 clean: ## remove the virtualenv and caches (not the twin's data)
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(POLICY_VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
