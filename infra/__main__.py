@@ -17,6 +17,7 @@ from infra import settings as stack_settings
 from infra.alerting import alert_params, in_cluster_params
 from infra.k8s.common import Platform
 from infra.k8s.credentials import ACL_SECRET, REPLICATION_SECRET, Credentials, user_secret
+from infra.k8s.drill import RestoreDrill
 from infra.k8s.jobs import Jobs
 from infra.k8s.monitoring import OpsMetrics, PrometheusAlerts
 from infra.k8s.namespace import Namespace
@@ -78,13 +79,25 @@ class GoogleCloud:
         self.bucket = storage.BackupBucket("backup-bucket", self.cloud)
         self.identities = identity.Identities("identities", self.cloud, self.bucket)
         self.registry_url: pulumi.Output[str] | None = None
+        images: registry.Registry | None = None
         if settings.gcp.registry is not None:
             readers: list[pulumi.Input[str]] = []
             if self.cluster is not None:
                 readers.append(
                     self.cluster.node_account.email.apply(lambda e: f"serviceAccount:{e}")
                 )
-            self.registry_url = registry.Registry("registry", self.cloud, readers).url
+            images = registry.Registry("registry", self.cloud, readers)
+            self.registry_url = images.url
+        self.delivery = None
+        if settings.gcp.ci is not None:
+            from infra.gcp.ci import ContinuousDelivery
+
+            self.delivery = ContinuousDelivery(
+                "ci",
+                self.cloud,
+                node_account=self.cluster.node_account if self.cluster else None,
+                repository=images.repository if images else None,
+            )
         if settings.gcp.alerting is not None:
             from infra.gcp.monitoring import Alerting
 
@@ -171,6 +184,9 @@ def main() -> None:
         depends_on=[tls.node.secret],
         gcp_account=google.identities.smoke.email if google and google.identities.smoke else None,
     )
+    if settings.backup.enabled:
+        drill = google.identities.drill if google else None
+        RestoreDrill("restore-drill", platform, gcp_account=drill.email if drill else None)
     if settings.monitoring.prometheus_rule:
         PrometheusAlerts("prometheus-alerts", platform, in_cluster_params(settings))
     role_secrets = google.role_secrets(credentials.passwords) if google else {}
@@ -199,12 +215,17 @@ def main() -> None:
     if google is not None:
         pulumi.export("kubeconfig", google.kubeconfig)  # secret
         pulumi.export("backupServiceAccount", google.identities.backup.email)
-        pulumi.export("drillServiceAccount", google.identities.drill.email)
+        drill = google.identities.drill
+        pulumi.export("drillServiceAccount", drill.email if drill else None)
         smoke = google.identities.smoke
         pulumi.export("smokeServiceAccount", smoke.email if smoke else None)
         pulumi.export("roleSecrets", role_secrets)
         pulumi.export("registryUrl", google.registry_url)
         pulumi.export("proxyAddress", google.proxy_address)
+        if google.delivery is not None:
+            # GitHub's variables GCP_WORKLOAD_IDENTITY_PROVIDER and GCP_SERVICE_ACCOUNT
+            pulumi.export("ciWorkloadIdentityProvider", google.delivery.provider_name)
+            pulumi.export("ciServiceAccount", google.delivery.service_account.email)
 
 
 if __name__ == "__main__":

@@ -184,6 +184,21 @@ class ProxySettings(Strict):
         return self
 
 
+# Weekly, Sunday 04:30 UTC: half past the hour, when an hourly backup is done.
+DRILL_SCHEDULE = "30 4 * * 0"
+
+
+class DrillResources(Strict):
+    """The restore drill's pod: the scratch cluster holds the whole dataset in memory, and
+    the work volume the downloaded backup and the scratch servers' files (defaults: those
+    of `redisops drill job-spec`)."""
+
+    cpu: str = Field(default="1", pattern=CPU)
+    memory: str = Field(default="4Gi", pattern=MEMORY)
+    scratch_size: str = Field(default="20Gi", alias="scratchSize", pattern=MEMORY)
+    timeout_minutes: int = Field(default=60, alias="timeoutMinutes", ge=5, le=24 * 60)
+
+
 class BackupSettings(Strict):
     enabled: bool = True
     schedule: str = "0 * * * *"
@@ -212,8 +227,22 @@ class BackupSettings(Strict):
         "ServiceAccounts, redis-smoke and redis-ops-metrics, to it (Workload Identity)",
     )
     slack_minutes: int = Field(default=30, alias="slackMinutes", ge=0)
+    drill_schedule: str = Field(
+        default=DRILL_SCHEDULE,
+        alias="drillSchedule",
+        description="when the restore drill CronJob (namespace redis-drill) proves the newest "
+        "backup restores; its longest gap must stay under monitoring.drillMaxAgeDays",
+    )
+    drill_resources: DrillResources = Field(default=DrillResources(), alias="drillResources")
+    drill_service_account: str | None = Field(
+        default=None,
+        alias="drillServiceAccount",
+        description="without the GCP layer: the Google service account (objectViewer and "
+        "objectCreator on the bucket) the restore drill acts as; bind the Kubernetes "
+        "ServiceAccount redis-drill/redis-drill to it (Workload Identity)",
+    )
 
-    @field_validator("schedule")
+    @field_validator("schedule", "drill_schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
         max_cron_interval_minutes(value)  # valid for Kubernetes and runs at all
@@ -239,6 +268,11 @@ class BackupSettings(Strict):
     def max_age_s(self) -> int:
         """How old the newest backup may be: the longest gap of the schedule plus slack."""
         return (max_cron_interval_minutes(self.schedule) + self.slack_minutes) * 60
+
+    @property
+    def drill_interval_minutes(self) -> int:
+        """The longest time between two restore drills."""
+        return max_cron_interval_minutes(self.drill_schedule)
 
 
 class TlsSettings(Strict):
@@ -650,6 +684,96 @@ class AlertingSettings(Strict):
         return routed or self.notification_channels
 
 
+# GitHub's rules: an owner is 1-39 letters, digits or single hyphens (not first or last);
+# a repository name is 1-100 letters, digits, '.', '-' or '_', and not '.' or '..'.
+GITHUB_REPOSITORY = re.compile(
+    r"^(?P<owner>[A-Za-z0-9](?:-?[A-Za-z0-9]){0,38})/(?P<name>[A-Za-z0-9._-]{1,100})$"
+)
+# What the attribute condition may quote (it is CEL): no quotes, no backslashes.
+GITHUB_BRANCH = re.compile(r"^[A-Za-z0-9._/-]{1,200}$")
+GITHUB_ENVIRONMENT = re.compile(r"^[A-Za-z0-9._ -]{1,255}$")
+WORKLOAD_POOL_ID = re.compile(r"^[a-z0-9-]{4,32}$")
+SERVICE_ACCOUNT_ID = r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$"
+
+
+class CiSettings(Strict):
+    """Keyless deploys from GitHub Actions (Workload Identity Federation): a pool, an OIDC
+    provider that accepts only this repository's tokens (narrowed to branches and GitHub
+    environments when given), and the deployer service account those tokens act as."""
+
+    repository: str = Field(description="the GitHub repository, owner/name")
+    branches: tuple[str, ...] = Field(
+        default=(), description="refs/heads/<branch> allowed; none given: any ref"
+    )
+    environments: tuple[str, ...] = Field(
+        default=(), description="GitHub environments allowed; none given: any (or none)"
+    )
+    state_bucket: str | None = Field(
+        default=None,
+        alias="stateBucket",
+        description="the Pulumi state bucket (gs:// backend) the deployer reads and writes",
+    )
+    pool_id: str = Field(default="github", alias="poolId")
+    provider_id: str = Field(default="github-actions", alias="providerId")
+    service_account_id: str = Field(
+        default="redis-deployer", alias="serviceAccountId", pattern=SERVICE_ACCOUNT_ID
+    )
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, value: str) -> str:
+        match = GITHUB_REPOSITORY.fullmatch(value)
+        if match is None or match["name"] in (".", ".."):
+            raise ValueError(
+                f"{value!r} is not a GitHub repository: give owner/name as in its URL, e.g. "
+                "example-org/redis-platform (owner: letters, digits and single hyphens; "
+                "name: letters, digits, '.', '-' and '_')"
+            )
+        return value
+
+    @field_validator("pool_id", "provider_id")
+    @classmethod
+    def _pool_ids(cls, value: str) -> str:
+        if not WORKLOAD_POOL_ID.fullmatch(value) or value.startswith("gcp-"):
+            raise ValueError(
+                f"{value!r}: give 4 to 32 lower-case letters, digits or hyphens, not starting "
+                "with gcp- (Google reserves it); a deleted pool's id stays taken for 30 days"
+            )
+        return value
+
+    @field_validator("branches")
+    @classmethod
+    def _branches(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for branch in value:
+            if branch.startswith("refs/") or not GITHUB_BRANCH.fullmatch(branch):
+                raise ValueError(
+                    f"{branch!r}: give a branch name like main or release/1 (without "
+                    "refs/heads/; letters, digits, '.', '_', '-' and '/')"
+                )
+        return value
+
+    @field_validator("environments")
+    @classmethod
+    def _environments(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for environment in value:
+            if not GITHUB_ENVIRONMENT.fullmatch(environment):
+                raise ValueError(
+                    f"{environment!r}: give a GitHub environment name like prod (letters, "
+                    "digits, spaces, '.', '_' and '-')"
+                )
+        return value
+
+    @field_validator("state_bucket")
+    @classmethod
+    def _state_bucket(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]", value):
+            raise ValueError(
+                f"{value!r} is not a bucket name; give the name of the bucket `pulumi login "
+                "gs://<bucket>` uses, without gs:// or a path"
+            )
+        return value
+
+
 class GcpSettings(Strict):
     """What the program declares on Google Cloud (infra/gcp)."""
 
@@ -663,6 +787,9 @@ class GcpSettings(Strict):
     )
     registry: RegistrySettings | None = None
     alerting: AlertingSettings | None = None
+    ci: CiSettings | None = Field(
+        default=None, description="keyless GitHub Actions deploys (Workload Identity Federation)"
+    )
 
     @field_validator("zones")
     @classmethod
@@ -792,6 +919,37 @@ def redis_fit_problem(settings: StackSettings) -> str | None:
     return None
 
 
+def _span(minutes: int) -> str:
+    """A gap between runs as a person says it (minutes, hours or days)."""
+    if minutes % (24 * 60) == 0:
+        days = minutes // (24 * 60)
+        return f"{days} day{'s' if days != 1 else ''}"
+    if minutes >= 48 * 60:
+        return f"{minutes / (24 * 60):.1f} days"
+    if minutes % 60 == 0:
+        return f"{minutes // 60} hours"
+    return f"{minutes} minutes"
+
+
+def drill_schedule_problem(settings: StackSettings) -> str | None:
+    """Why the restore drill's schedule would set off RedisRestoreDrillOverdue between two
+    drills that pass, or None. A drill's success counts when it finishes, so the longest
+    gap between two drills plus the time one may run must stay under the alert's window."""
+    backup, days = settings.backup, settings.monitoring.drill_max_age_days
+    if not backup.enabled or days is None:
+        return None
+    gap = backup.drill_interval_minutes
+    run = backup.drill_resources.timeout_minutes
+    if gap + run < days * 24 * 60:
+        return None
+    return (
+        f"{backup.drill_schedule!r} leaves up to {_span(gap)} between two drills (and a drill "
+        f"may run {run} minutes), not less than monitoring.drillMaxAgeDays ({days} days): "
+        "RedisRestoreDrillOverdue would fire between drills that pass. Schedule drills more "
+        f'often (weekly: "{DRILL_SCHEDULE}") or raise monitoring.drillMaxAgeDays'
+    )
+
+
 def stack_problems(settings: StackSettings) -> list[tuple[str, str]]:
     """(key, problem and fix) for each check across sections of the stack."""
     problems: list[tuple[str, str]] = []
@@ -799,6 +957,9 @@ def stack_problems(settings: StackSettings) -> list[tuple[str, str]]:
         problem = engine.image_problem(settings.redis.image, settings.platform_image)
         if problem:
             problems.append(("redis.image", problem))
+    overdue = drill_schedule_problem(settings)
+    if overdue is not None:
+        problems.append(("backup.drillSchedule", overdue))
     gcp = settings.gcp
     if gcp is None:
         return problems
@@ -827,6 +988,7 @@ def stack_problems(settings: StackSettings) -> list[tuple[str, str]]:
     for key, value, account in (
         ("backup.gcpServiceAccount", backup.gcp_service_account, "redis-backup"),
         ("backup.smokeServiceAccount", backup.smoke_service_account, "redis-smoke"),
+        ("backup.drillServiceAccount", backup.drill_service_account, "redis-drill"),
     ):
         if value is not None:
             problems.append(

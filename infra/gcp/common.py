@@ -8,6 +8,8 @@ from typing import Any
 import pulumi
 import pulumi_gcp.provider as gcp_provider
 
+from infra.k8s.common import DRILL_KSA as DRILL_KSA
+from infra.k8s.common import DRILL_NAMESPACE as DRILL_NAMESPACE
 from infra.settings import GcpSettings, StackSettings
 
 DAY_S = 86400
@@ -15,11 +17,9 @@ BACKUP_ACCOUNT = "redis-backup"
 DRILL_ACCOUNT = "redis-drill"
 SMOKE_ACCOUNT = "redis-smoke"
 NODE_ACCOUNT = "redis-nodes"
-# The restore drill runs in a scratch namespace of this name (runbooks, `redisops drill`).
-DRILL_NAMESPACE = "redis-drill"
-# Kubernetes ServiceAccounts the Google identities are bound to (infra/k8s/jobs.py).
+# Kubernetes ServiceAccounts the Google identities are bound to (infra/k8s/jobs.py,
+# infra/k8s/drill.py: the drill's, in its scratch namespace DRILL_NAMESPACE).
 BACKUP_KSA = "redis-backup"
-DRILL_KSA = "redis-drill"
 SMOKE_KSA = "redis-smoke"
 OPS_METRICS_KSA = "redis-ops-metrics"  # infra/k8s/monitoring.py
 
@@ -80,6 +80,11 @@ def required_apis(stack: StackSettings) -> list[str]:
         apis.append("cloudkms.googleapis.com")
     if settings.registry is not None:
         apis.append("artifactregistry.googleapis.com")
+    if settings.gke.create or settings.ci is not None:
+        apis.append("cloudresourcemanager.googleapis.com")  # project IAM members
+    if settings.ci is not None:
+        # GitHub's token exchanged (Security Token Service), then the deployer's token
+        apis += ["sts.googleapis.com", "iamcredentials.googleapis.com"]
     zone = settings.alerting is not None and settings.alerting.dns_zone
     private_dns = settings.gke.create and needs_private_google_dns(stack.network.google_apis_cidrs)
     if zone or private_dns:

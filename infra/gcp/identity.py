@@ -1,9 +1,9 @@
 """Google identities for the jobs, bound to their Kubernetes ServiceAccounts through
 Workload Identity, each with object rights on the backup bucket only: backups write and
-read back, the restore drill reads and adds its run record, and the smoke Job (the
-rollout gate) reads the newest backup's manifest to check its age. The platform metrics
-(redis-ops-metrics) read exactly what the smoke Job reads, as the same read-only
-identity through their own Kubernetes ServiceAccount."""
+read back, the restore drill (with backups: its CronJob) reads and adds its run record,
+and the smoke Job (the rollout gate) reads the newest backup's manifest to check its age.
+The platform metrics (redis-ops-metrics) read exactly what the smoke Job reads, as the
+same read-only identity through their own Kubernetes ServiceAccount."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ SMOKE_ROLES = ("roles/storage.objectViewer",)
 
 class Identities(pulumi.ComponentResource):
     backup: serviceaccount.Account
-    drill: serviceaccount.Account
+    #: the restore drill CronJob's identity (infra/k8s/drill.py), when there are backups
+    drill: serviceaccount.Account | None
     #: the smoke Job's identity (and the platform metrics'), when there are backups to read
     smoke: serviceaccount.Account | None
 
@@ -55,15 +56,16 @@ class Identities(pulumi.ComponentResource):
             BACKUP_ROLES,
             cloud.workload_member(namespace, BACKUP_KSA),
         )
-        self.drill = self._identity(
-            cloud,
-            bucket,
-            DRILL_ACCOUNT,
-            DRILL_ROLES,
-            cloud.workload_member(DRILL_NAMESPACE, DRILL_KSA),
-        )
+        self.drill = None
         self.smoke = None
         if cloud.settings.backup.enabled:
+            self.drill = self._identity(
+                cloud,
+                bucket,
+                DRILL_ACCOUNT,
+                DRILL_ROLES,
+                cloud.workload_member(DRILL_NAMESPACE, DRILL_KSA),
+            )
             self.smoke = self._identity(
                 cloud,
                 bucket,
@@ -75,7 +77,7 @@ class Identities(pulumi.ComponentResource):
         self.register_outputs(
             {
                 "backup": self.backup.email,
-                "drill": self.drill.email,
+                "drill": self.drill.email if self.drill else None,
                 "smoke": self.smoke.email if self.smoke else None,
             }
         )

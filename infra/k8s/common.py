@@ -43,6 +43,10 @@ PROXY_SELECTOR = {
 }
 # Not a Redis client: no CLIENT_LABEL.
 OPS_METRICS_SELECTOR = {"app.kubernetes.io/name": OPS_METRICS}
+# The restore drill's scratch namespace and its ServiceAccount (bound to the drill's
+# Google identity); `redisops drill job-spec` and the runbooks use the same names.
+DRILL_NAMESPACE = "redis-drill"
+DRILL_KSA = "redis-drill"
 
 
 def service_host(settings: StackSettings, name: str) -> str:

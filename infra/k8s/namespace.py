@@ -25,7 +25,7 @@ class Namespace(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """`gate`: what the namespace, and so every object in it, waits for (the rollout
-        check)."""
+        check). The Namespace object is named `resource_name` too."""
         super().__init__("redis-platform:k8s:Namespace", resource_name, None, opts)
         psa = {
             f"pod-security.kubernetes.io/{mode}": PSA_LEVEL for mode in ("enforce", "audit", "warn")
@@ -35,7 +35,7 @@ class Namespace(pulumi.ComponentResource):
             for mode in ("enforce", "audit", "warn")
         }
         self.resource = k8s.core.v1.Namespace(
-            "namespace",
+            resource_name,
             metadata={"name": namespace, "labels": {**psa, **versions, **PART_OF}},
             opts=pulumi.ResourceOptions(
                 parent=self, provider=provider, depends_on=[gate] if gate is not None else []

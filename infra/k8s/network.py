@@ -94,10 +94,36 @@ def _named(component: str) -> dict[str, Any]:
     }
 
 
-def _google_apis(settings: StackSettings, component: str) -> dict[str, Any]:
-    """Egress of a Workload Identity pod to Google APIs (443) and its metadata server."""
+DEFAULT_DENY: dict[str, Any] = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+
+
+def dns_egress() -> dict[str, Any]:
+    """Every pod of the namespace may resolve names (kube-dns, UDP and TCP 53)."""
     return {
-        "podSelector": _named(component),
+        "podSelector": {},
+        "policyTypes": ["Egress"],
+        "egress": [
+            {
+                "to": [
+                    {
+                        **_ns_selector("kube-system"),
+                        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                    }
+                ],
+                "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+            }
+        ],
+    }
+
+
+def _google_apis(settings: StackSettings, component: str) -> dict[str, Any]:
+    return google_apis_egress(settings, _named(component))
+
+
+def google_apis_egress(settings: StackSettings, pod_selector: dict[str, Any]) -> dict[str, Any]:
+    """Egress of Workload Identity pods to Google APIs (443) and their metadata server."""
+    return {
+        "podSelector": pod_selector,
         "policyTypes": ["Egress"],
         "egress": [
             {"to": _cidr_peers(settings.network.google_apis_cidrs), "ports": _tcp(443)},
@@ -120,22 +146,8 @@ def policies(settings: StackSettings) -> dict[str, dict[str, Any]]:
         ]
     }
     specs: dict[str, dict[str, Any]] = {
-        "default-deny": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
-        "allow-dns": {
-            "podSelector": {},
-            "policyTypes": ["Egress"],
-            "egress": [
-                {
-                    "to": [
-                        {
-                            **_ns_selector("kube-system"),
-                            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-                        }
-                    ],
-                    "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
-                }
-            ],
-        },
+        "default-deny": dict(DEFAULT_DENY),
+        "allow-dns": dns_egress(),
         "redis-client-port": {
             "podSelector": redis,
             "policyTypes": ["Ingress"],
@@ -194,21 +206,39 @@ def policies(settings: StackSettings) -> dict[str, dict[str, Any]]:
     return specs
 
 
+def drill_policies(
+    settings: StackSettings, pod_selector: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """name -> NetworkPolicy spec of the restore drill's scratch namespace: nothing comes in;
+    out only DNS, and Google APIs with the metadata server for the drill's pods (they read
+    the backup and write the run record; the scratch servers live inside the pod)."""
+    return {
+        "default-deny": dict(DEFAULT_DENY),
+        "allow-dns": dns_egress(),
+        "allow-google-apis": google_apis_egress(settings, pod_selector),
+    }
+
+
 class NetworkPolicies(pulumi.ComponentResource):
-    """Default deny plus one NetworkPolicy per allowed flow."""
+    """Default deny plus one NetworkPolicy per allowed flow: the platform namespace's
+    (`policies`) unless other `specs` and their `namespace` are given (their resources
+    named with `prefix`, so no two share a name)."""
 
     def __init__(
         self,
         resource_name: str,
         platform: Platform,
+        specs: dict[str, dict[str, Any]] | None = None,
+        namespace: str | None = None,
+        prefix: str = "",
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("redis-platform:k8s:NetworkPolicies", resource_name, None, opts)
         self.names = []
-        for name, spec in policies(platform.settings).items():
+        for name, spec in (specs if specs is not None else policies(platform.settings)).items():
             k8s.networking.v1.NetworkPolicy(
-                name,
-                metadata=meta(name, platform.ns, "network"),
+                prefix + name,
+                metadata=meta(name, namespace or platform.ns, "network"),
                 spec=spec,
                 opts=platform.opts(self),
             )

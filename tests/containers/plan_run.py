@@ -13,8 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from devtools import pods
-from infra.k8s import common
-from redisops.backup import drill_job
+from infra.k8s import common, drill
 from tests.infra import harness
 
 BUCKET_MOUNT = "/bucket"
@@ -30,7 +29,8 @@ REPLACED = {
     "runs Debian's build of it in the alert drills)",
     "Services": "DNS aliases on the pods they select (no ClusterIP, no readiness gating)",
     "NetworkPolicies": "not enforced (no CNI here); checked on the recorded objects only",
-    "drill size": "3 scratch shards and 1Gi instead of the CLI's 4 and 4Gi (this machine)",
+    "drill namespace": "the drill CronJob's pod runs beside the others, not in redis-drill "
+    "(it reaches only the bucket, which is a volume here)",
 }
 
 
@@ -69,31 +69,24 @@ def with_bucket(spec: Mapping[str, Any], *, read_only: bool) -> dict[str, Any]:
     return result
 
 
-def declared_jobs(plan: harness.Plan, settings: Any, **drill: Any) -> dict[str, dict[str, Any]]:
-    """Every Job pod the platform runs, as declared: the plan's reconcile Job and backup
-    CronJob, the smoke Job spec it exports, and the restore-drill Job `redisops drill`
-    creates (`drill`: its sizes)."""
+def declared_jobs(plan: harness.Plan, settings: Any) -> dict[str, dict[str, Any]]:
+    """Every Job pod the platform runs, as declared: the plan's reconcile Job, backup
+    CronJob and restore-drill CronJob (the Job `redisops drill job-spec` prints, sized by
+    the stack), and the smoke Job spec it exports."""
     (reconcile,) = plan.kube("Job")
     smoke, _ = plan.outputs["smokeJob"]
-    drill_spec = drill_job.drill_job(
-        namespace="redis-drill",
-        image=settings.platform_image,
-        location=plan.outputs["backupLocation"][0],
-        service_account="redis-drill",
-        **drill,
-    )
     return {
         "reconcile": pods.job_spec(reconcile.manifest),
         "backup": pods.job_spec(plan.one("CronJob", "redis-backup")),
         "smoke": pods.job_spec(smoke),
-        "drill": pods.job_spec(drill_job.as_dict(drill_spec)),
+        "drill": pods.job_spec(plan.one("CronJob", drill.CRONJOB)),
     }
 
 
 def job_pods(plan: harness.Plan, settings: Any) -> dict[str, dict[str, Any]]:
     """The Job pods as the plan run starts them (REPLACED): the bucket volume instead of
-    Cloud Storage, reconcile without the API server's zones, the drill sized for here."""
-    jobs = declared_jobs(plan, settings, scratch_shards=3, memory="1Gi")
+    Cloud Storage, reconcile without the API server's zones."""
+    jobs = declared_jobs(plan, settings)
     (container,) = jobs["reconcile"]["containers"]
     container["args"] = [a for a in container["args"] if a != "--zones-from-kubernetes"]
     return {

@@ -33,6 +33,8 @@ from tests.infra import provider_values
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "redis-platform"
 PROJECT_ID = "mock-project"  # the GCP project in computed values
+PROJECT_NUMBER = "123456789012"  # what Google names it by in Workload Identity pools
+POOLS = f"projects/{PROJECT_NUMBER}/locations/global/workloadIdentityPools"
 SECRET_SIG = {rpc._special_sig_key: rpc._special_secret_sig}
 
 
@@ -225,6 +227,12 @@ def _gcp_computed(typ: str, state: dict[str, Any]) -> dict[str, Any]:
         return {"uptimeCheckId": "sse-proxy-healthz-1a2b"}
     if typ == "gcp:compute/globalAddress:GlobalAddress":
         return {"address": "203.0.113.10"}
+    if typ == "gcp:iam/workloadIdentityPool:WorkloadIdentityPool":
+        pool = state["workloadIdentityPoolId"]
+        return {"name": f"{POOLS}/{pool}"}
+    if typ == "gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider":
+        pool, provider = state["workloadIdentityPoolId"], state["workloadIdentityPoolProviderId"]
+        return {"name": f"{POOLS}/{pool}/providers/{provider}"}
     return {}
 
 

@@ -399,7 +399,7 @@ def test_backups_use_the_created_identity_and_bucket(plan: harness.Plan, setting
     account = plan.one("ServiceAccount", "redis-backup")["metadata"]["annotations"]
     assert account["iam.gke.io/gcp-service-account"] == plan.outputs["backupServiceAccount"][0]
     assert settings.backup.location == f"gs://{settings.gcp.bucket.name}/redis"
-    cron = plan.kube("CronJob")[0].manifest
+    cron = plan.one("CronJob", "redis-backup")
     args = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[:2] == ["backup", "create"]
 

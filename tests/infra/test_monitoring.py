@@ -316,7 +316,7 @@ def test_a_prometheus_rule_renders_the_same_alerts(tmp_path: Path) -> None:
     assert rule["metadata"]["name"] == RULE_NAME
     assert rule["metadata"]["namespace"] == "redis"
     assert rule["spec"] == alerts.rule_groups(params)
-    (namespace,) = plan.kube("Namespace")
+    (namespace,) = plan.kube("Namespace", "redis")
     assert namespace.urn in registration.dependencies
     promtool = shutil.which("promtool")
     if promtool is None:

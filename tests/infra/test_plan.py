@@ -70,11 +70,12 @@ def test_every_resource_is_parented_and_kubernetes_uses_the_explicit_provider(
         if package in ("kubernetes", "gcp"):
             expected = providers[package].urn
             assert resource.provider.startswith(expected + "::"), resource.name
-    # Everything namespaced waits for the namespace.
-    (namespace,) = plan.kube("Namespace")
+    # Everything namespaced waits for its namespace (the platform's, the drill's scratch one).
+    namespaces = {r.object_name: r.urn for r in plan.kube("Namespace")}
     for resource in plan.kubernetes_objects:
-        if resource.manifest.get("metadata", {}).get("namespace"):
-            assert namespace.urn in resource.dependencies, resource.name
+        namespace = resource.manifest.get("metadata", {}).get("namespace")
+        if namespace in namespaces:
+            assert namespaces[namespace] in resource.dependencies, resource.name
 
 
 def test_namespace_enforces_restricted_pod_security(plan: harness.Plan, settings: Any) -> None:
@@ -175,8 +176,13 @@ EXPECTED_POLICIES = {
 }
 
 
-def _policies(plan: harness.Plan) -> dict[str, dict[str, Any]]:
-    return {r.object_name: r.manifest["spec"] for r in plan.kube("NetworkPolicy")}
+def _policies(plan: harness.Plan, namespace: str = "redis") -> dict[str, dict[str, Any]]:
+    """name -> spec of the NetworkPolicies of one namespace (default: the platform's)."""
+    return {
+        r.object_name: r.manifest["spec"]
+        for r in plan.kube("NetworkPolicy")
+        if r.manifest["metadata"]["namespace"] == namespace
+    }
 
 
 def test_default_deny_and_exactly_the_allowed_flows(plan: harness.Plan) -> None:
@@ -222,10 +228,10 @@ def _egress_to_addresses(plan: harness.Plan, labels: dict[str, str]) -> set[tupl
 
 
 def _pod_labels(plan: harness.Plan) -> dict[str, dict[str, str]]:
-    (cron,) = plan.kube("CronJob")
+    cron = plan.one("CronJob", "redis-backup")
     (job,) = plan.kube("Job")
     return {
-        "backup": cron.manifest["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"],
+        "backup": cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"],
         "smoke": plan.outputs["smokeJob"][0]["spec"]["template"]["metadata"]["labels"],
         "reconcile": job.manifest["spec"]["template"]["metadata"]["labels"],
         "redis": plan.one("StatefulSet", common.STATEFULSET)["spec"]["template"]["metadata"][
@@ -753,11 +759,14 @@ def test_reconcile_job_and_its_narrow_rights(plan: harness.Plan, settings: Any) 
         assert account.manifest["automountServiceAccountToken"] is False, account.object_name
     pods = {
         "reconcile": job.manifest["spec"]["template"]["spec"],
-        "backup": plan.kube("CronJob")[0].manifest["spec"]["jobTemplate"]["spec"]["template"][
+        "backup": plan.one("CronJob", "redis-backup")["spec"]["jobTemplate"]["spec"]["template"][
             "spec"
         ],
         "smoke": plan.outputs["smokeJob"][0]["spec"]["template"]["spec"],
         "redis": plan.one("StatefulSet", common.STATEFULSET)["spec"]["template"]["spec"],
+        "drill": plan.one("CronJob", "redis-restore-drill")["spec"]["jobTemplate"]["spec"][
+            "template"
+        ]["spec"],
     }
     mounts = {name: pod["automountServiceAccountToken"] for name, pod in pods.items()}
     assert mounts == {
@@ -765,6 +774,7 @@ def test_reconcile_job_and_its_narrow_rights(plan: harness.Plan, settings: Any) 
         "backup": False,
         "smoke": settings.environment == "dev",
         "redis": False,
+        "drill": False,
     }
 
 
@@ -782,8 +792,7 @@ def test_a_new_function_library_renames_the_reconcile_job(
 
 
 def test_backup_cronjob(plan: harness.Plan, settings: Any) -> None:
-    (cron,) = plan.kube("CronJob")
-    spec = cron.manifest["spec"]
+    spec = plan.one("CronJob", "redis-backup")["spec"]
     assert spec["schedule"] == settings.backup.schedule
     assert spec["concurrencyPolicy"] == "Forbid"
     account = plan.one("ServiceAccount", "redis-backup")
@@ -848,7 +857,7 @@ def test_dev_and_prod_differ_exactly_where_their_config_does() -> None:
             sts(prod)["template"]["spec"]["topologySpreadConstraints"][0]["whenUnsatisfiable"],
         ),
         "redis-platform:backup.schedule": tuple(
-            p.kube("CronJob")[0].manifest["spec"]["schedule"] for p in (dev, prod)
+            p.one("CronJob", "redis-backup")["spec"]["schedule"] for p in (dev, prod)
         ),
         "redis-platform:redis.storageSize": tuple(
             sts(p)["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
