@@ -24,9 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.gcp.common import DRILL_KSA, DRILL_NAMESPACE
+from infra.k8s import drill
 from redisops.backup.catalog import IDS_END
-from redisops.backup.drill_job import as_dict, drill_job
 from redisops.backup.manifest import INDEX, id_base, index_name
 from redisops.local.twin import Twin
 from tests.conftest import free_base_port, requires_redis
@@ -150,6 +149,7 @@ class Granted:
     bucket: str
     location: str
     backup_args: list[str]  # the backup CronJob's arguments
+    drill_args: list[str]  # the restore-drill CronJob's arguments
     identities: dict[str, Identity]
 
 
@@ -158,10 +158,12 @@ def granted(plan: harness.Plan) -> Granted:
     (cronjob,) = plan.kube("CronJob", "redis-backup")
     job = cronjob.manifest["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     args = list(job["containers"][0]["args"])
+    (drill_cronjob,) = plan.kube("CronJob", drill.CRONJOB)
+    drill_pod = drill_cronjob.manifest["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     smoke_job = harness.unwrap(plan.outputs["smokeJob"][0])
     workloads = {
         "backup": (cronjob.manifest["metadata"]["namespace"], job["serviceAccountName"]),
-        "drill": (DRILL_NAMESPACE, DRILL_KSA),
+        "drill": (drill_cronjob.manifest["metadata"]["namespace"], drill_pod["serviceAccountName"]),
         "smoke": (
             smoke_job["metadata"]["namespace"],
             smoke_job["spec"]["template"]["spec"]["serviceAccountName"],
@@ -171,7 +173,8 @@ def granted(plan: harness.Plan) -> Granted:
         name: Identity(name, ns, sa, bucket_roles(plan, ns, sa))
         for name, (ns, sa) in workloads.items()
     }
-    return Granted(bucket, args[args.index("--to") + 1], args, identities)
+    drill_args = list(drill_pod["containers"][0]["args"])
+    return Granted(bucket, args[args.index("--to") + 1], args, drill_args, identities)
 
 
 # ---- the operations, recorded ----------------------------------------------------------
@@ -290,18 +293,6 @@ def recorded(
         assert source.up(base_port=free_base_port(3), replicas=0, sse_proxy=False).healthy
         fill(source, 500)
         assert target.up(base_port=free_base_port(4), shards=4, replicas=0, sse_proxy=False).healthy
-        drill = as_dict(
-            drill_job(
-                namespace=DRILL_NAMESPACE,
-                image="unused",
-                location=location,
-                service_account=DRILL_KSA,
-                scratch_shards=3,
-                max_backup_age_s=int(MAX_AGE_S),
-            )
-        )["spec"]["template"]["spec"]
-        assert drill["serviceAccountName"] == DRILL_KSA
-        drill_args = list(drill["containers"][0]["args"])
         with emulator(plan_grants.bucket) as url, RecordingProxy(url) as proxy:
             env = env_with(STORAGE_EMULATOR_HOST=proxy.url, TMPDIR=str(root))
 
@@ -329,7 +320,7 @@ def recorded(
             run("backup", "prune", ["backup", "prune", "--from", location, "--keep-last", "1",
                                     "--keep-days", "1"])  # fmt: skip
             run("drill", "restore", restore)
-            run("drill", "drill", drill_args)
+            run("drill", "drill", plan_grants.drill_args)  # the CronJob's, as declared
 
             seed_history(url, plan_grants.bucket, prefix, HISTORY)
             run("smoke", "status@history", status)
