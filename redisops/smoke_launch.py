@@ -54,6 +54,9 @@ STUCK_REASONS = frozenset(
         "RunContainerError",
     }
 )
+PULUMI_TIMEOUT_S = 120.0  # `pulumi stack output` reads the state backend once
+API_TIMEOUT_S = (10.0, 30.0)  # connect, read: one API call never outlasts --timeout by much
+FINAL_LOG_TRIES = 3  # a log read that fails as the Job ends is read again
 UNSCHEDULABLE_GRACE_S = 300.0  # a node pool may scale up for the pod meanwhile
 _STACK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -158,6 +161,12 @@ def parse_outputs(stack: str, outputs: Any, source: str) -> StackOutputs:
     job = outputs["smokeJob"]
     if not isinstance(job, dict) or job.get("kind") != "Job":
         raise ConfigError(f"{source}: smokeJob is not a Kubernetes Job")
+    containers = job.get("spec", {}).get("template", {}).get("spec", {}).get("containers")
+    if not containers or not all(isinstance(c, dict) for c in containers):
+        raise ConfigError(
+            f"{source}: smokeJob has no pod template with containers; re-run `pulumi up -s "
+            f"{stack}` with this repository's program"
+        )
     namespace = str(outputs["namespace"])
     if job.get("metadata", {}).get("namespace", namespace) != namespace:
         raise ConfigError(
@@ -193,7 +202,14 @@ def load_outputs(
 
 def _pulumi(argv: list[str]) -> str:
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=PULUMI_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise Unavailable(
+            f"{' '.join(argv)} did not answer in {PULUMI_TIMEOUT_S:g} s (is the state backend "
+            "reachable, and `pulumi login` done?); or pass --outputs-file"
+        ) from exc
     except FileNotFoundError as exc:
         raise Unavailable(
             "pulumi is not installed: install the Pulumi CLI, or pass --outputs-file with the "
@@ -387,25 +403,36 @@ def launch(
     body = job_for_run(outputs, run_id or new_run_id())
     name, namespace = body["metadata"]["name"], outputs.namespace
     started = clock()
-    _call(lambda: api.create_job(namespace, body), f"create Job {name} in {namespace}")
     shown: dict[str, int] = {}
     log = ""
+    created = False
     try:
+        _call(lambda: api.create_job(namespace, body), f"create Job {name} in {namespace}")
+        created = True
         while True:
             job = _call(lambda: api.read_job(namespace, name), f"read Job {name}")
             pods = _call(
                 lambda: api.list_pods(namespace, f"job-name={name}"), f"list pods of Job {name}"
             )
-            log = _stream(api, namespace, pods, shown, on_line)
+            log = _stream(api, namespace, pods, shown, on_line) or log
             progress = judge(job, pods, clock() - started, timeout_s)
             on_progress(progress)
             if progress.finished:
                 break
             sleep(poll_s)
+        for _ in range(FINAL_LOG_TRIES):  # the whole log, once the Job has ended
+            if read_frames(log).files:
+                break
+            sleep(1.0)
+            log = _stream(api, namespace, pods, shown, on_line) or log
     except KeyboardInterrupt:
         raise Unavailable(
             f"interrupted: Job {name} in {namespace} {_clean_up(api, namespace, name, keep)}"
         ) from None
+    except Unavailable:
+        if created:
+            _clean_up(api, namespace, name, keep)
+        raise
     except BaseException:
         _clean_up(api, namespace, name, keep)
         raise
@@ -425,7 +452,8 @@ def _stream(
     shown: dict[str, int],
     on_line: Callable[[str], None],
 ) -> str:
-    """Print what each started pod logged since the last call; the last pod's whole log."""
+    """Print what each started pod logged since the last call; the last pod's whole log
+    ('' when none could be read: the caller keeps what it read before)."""
     log = ""
     started = [p for p in pods if p.status.phase in ("Running", "Succeeded", "Failed")]
     for pod in sorted(started, key=lambda p: p.metadata.creation_timestamp or 0):
@@ -503,19 +531,28 @@ class KubernetesApi:
         self.core = client.CoreV1Api()
 
     def create_job(self, namespace: str, body: dict[str, Any]) -> Any:
-        return self.batch.create_namespaced_job(namespace, cast(Any, body))
+        return self.batch.create_namespaced_job(
+            namespace, cast(Any, body), _request_timeout=API_TIMEOUT_S
+        )
 
     def read_job(self, namespace: str, name: str) -> Any:
-        return self.batch.read_namespaced_job(name, namespace)
+        return self.batch.read_namespaced_job(name, namespace, _request_timeout=API_TIMEOUT_S)
 
     def list_pods(self, namespace: str, selector: str) -> list[Any]:
-        return list(self.core.list_namespaced_pod(namespace, label_selector=selector).items)
+        pods = self.core.list_namespaced_pod(
+            namespace, label_selector=selector, _request_timeout=API_TIMEOUT_S
+        )
+        return list(pods.items)
 
     def pod_log(self, namespace: str, pod: str) -> str:
-        return str(self.core.read_namespaced_pod_log(pod, namespace))
+        return str(
+            self.core.read_namespaced_pod_log(pod, namespace, _request_timeout=API_TIMEOUT_S)
+        )
 
     def delete_job(self, namespace: str, name: str) -> None:
-        self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+        self.batch.delete_namespaced_job(
+            name, namespace, propagation_policy="Background", _request_timeout=API_TIMEOUT_S
+        )
 
 
 def write_reports(files: dict[str, bytes], report_dir: Path) -> list[Path]:

@@ -139,6 +139,17 @@ def outputs(stack: str = "dev", **spec: Any) -> sl.StackOutputs:
             {"namespace": "redis", "smokeJob": smoke_spec(namespace="other")},
             "smokeJob is for namespace 'other', the stack's namespace is 'redis'",
         ),
+        (
+            {"namespace": "redis", "smokeJob": {"kind": "Job", "spec": {}}},
+            "smokeJob has no pod template with containers; re-run `pulumi up -s dev`",
+        ),
+        (
+            {
+                "namespace": "redis",
+                "smokeJob": {"kind": "Job", "spec": {"template": {"spec": {"containers": [1]}}}},
+            },
+            "smokeJob has no pod template with containers",
+        ),
     ],
 )
 def test_outputs_the_gate_cannot_use_are_refused_by_name(value: Any, message: str) -> None:
@@ -175,6 +186,34 @@ def test_no_pulumi_on_the_machine_means_the_gate_could_not_run(
 ) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(Unavailable, match=r"pulumi is not installed.*--outputs-file"):
+        sl.load_outputs("dev", None)
+
+
+def fake_pulumi(tmp_path: Path, script: str) -> str:
+    """A `pulumi` on PATH that runs `script` (sh), in place of the real CLI."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    exe = bin_dir / "pulumi"
+    exe.write_text(f"#!/bin/sh\n{script}\n")
+    exe.chmod(0o755)
+    return f"{bin_dir}:/usr/bin:/bin"
+
+
+def test_pulumi_that_hangs_or_fails_means_the_gate_could_not_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", fake_pulumi(tmp_path, "sleep 5"))
+    monkeypatch.setattr(sl, "PULUMI_TIMEOUT_S", 0.3)
+    with pytest.raises(Unavailable, match=r"pulumi stack output .* did not answer in 0.3 s"):
+        sl.load_outputs("dev", None)
+
+
+def test_pulumi_refusing_is_could_not_run_with_its_own_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refusing = fake_pulumi(tmp_path, "echo 'error: no stack named dev' >&2; exit 255")
+    monkeypatch.setenv("PATH", refusing)
+    with pytest.raises(Unavailable, match="no stack named dev"):
         sl.load_outputs("dev", None)
 
 
@@ -412,6 +451,35 @@ def test_an_interrupt_while_waiting_still_deletes_the_job() -> None:
     api.refuse["delete"] = ApiException(status=403, reason="Forbidden")
     with pytest.raises(Unavailable, match=r"NOT deleted .*TTL"):
         run(api, sleep=interrupted)
+
+
+def test_a_log_read_that_fails_right_at_the_end_is_read_again() -> None:
+    log = framed_log({"smoke-report.json": json.dumps(report()).encode()})
+
+    class Flaky(ScriptedApi):
+        calls = 0
+
+        def pod_log(self, namespace: str, pod_name: str) -> str:
+            self.calls += 1
+            if self.calls == 2:  # the read right after the Job completed
+                raise ApiException(status=500, reason="Internal Server Error")
+            return self.log
+
+    api = Flaky([job(), job(("Complete", None))], log)
+    result = run(api)
+    assert result.verdict.exit_code == 0, result.verdict
+
+
+def test_an_interrupt_while_creating_the_job_still_deletes_it() -> None:
+    class Interrupted(ScriptedApi):
+        def create_job(self, namespace: str, body: dict[str, Any]) -> Any:
+            super().create_job(namespace, body)
+            raise KeyboardInterrupt  # the server created it; the answer never arrived
+
+    api = Interrupted([job()], "")
+    with pytest.raises(Unavailable, match="interrupted: Job redis-smoke-r1 in redis deleted"):
+        run(api)
+    assert api.deleted == ["redis-smoke-r1"]
 
 
 def test_keep_leaves_the_job_for_debugging() -> None:
