@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 REPORTS ?= reports
 
-.PHONY: help venv redis-server browser monitoring container-engine image plan-run up down status smoke lint unit chart infra integration alert-drills checks integration-rest runbooks image-plan-run policy policy-venv test bench bench-sse bench-backup lock clean
+.PHONY: help venv redis-server shellcheck browser monitoring container-engine image plan-run up down status smoke lint unit chart infra integration alert-drills checks integration-rest runbooks image-plan-run policy policy-venv test bench bench-sse bench-backup lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -80,11 +80,19 @@ status: venv ## the twin's nodes, roles, shards and slots
 smoke: venv redis-server ## run the smoke suite against the running twin
 	$(BIN)/redisops smoke --target local --report-dir $(REPORTS)
 
-lint: venv ## ruff (lint + format check), mypy, and actionlint on .github/workflows
+shellcheck: ## install Debian's shellcheck when missing (actionlint checks every workflow run: with it)
+	@if command -v shellcheck >/dev/null; then \
+		echo "shellcheck: $$(shellcheck --version | sed -n 's/^version: //p')"; \
+	else \
+		$(SUDO) apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q shellcheck; \
+	fi
+
+lint: venv shellcheck ## ruff (lint + format check), mypy, and actionlint (with shellcheck) on .github/workflows
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/actionlint
+	$(BIN)/actionlint -shellcheck "$$(command -v shellcheck)"
 
 unit: venv monitoring ## pure-logic tests, and promtool on the alert rules
 	$(BIN)/pytest tests/unit -q

@@ -194,6 +194,8 @@ def main() -> None:
     # recorded only by a rollout that passed the check, for the next one to compare with
     pulumi.export("redisShape", gate.apply(lambda _: stack_settings.deployed_shape(settings.redis)))
     pulumi.export("namespace", namespace.name)
+    # the image this rollout deployed: the pipeline sets it per rollout, so previews read it
+    pulumi.export("platformImage", settings.platform_image)
     pulumi.export("redisClientEndpoint", cluster.client_endpoint)
     pulumi.export("redisNodeEndpoints", cluster.node_endpoints)
     pulumi.export("caCertificate", tls.ca_cert_pem)

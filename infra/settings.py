@@ -706,7 +706,15 @@ class CiSettings(Strict):
         default=(), description="refs/heads/<branch> allowed; none given: any ref"
     )
     environments: tuple[str, ...] = Field(
-        default=(), description="GitHub environments allowed; none given: any (or none)"
+        default=(),
+        description="GitHub environments that roll out (and drill), accepted only from "
+        "`branches`; none given: any (or none)",
+    )
+    preview_environments: tuple[str, ...] = Field(
+        default=(),
+        alias="previewEnvironments",
+        description="GitHub environments of pull-request previews, accepted from any ref: "
+        "they run the pull request's code as the deployer, so give them required reviewers",
     )
     state_bucket: str | None = Field(
         default=None,
@@ -752,10 +760,17 @@ class CiSettings(Strict):
                 )
         return value
 
-    @field_validator("environments")
+    @field_validator("environments", "preview_environments")
     @classmethod
-    def _environments(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _environments(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        rollouts = info.data.get("environments", ()) if info.field_name != "environments" else ()
         for environment in value:
+            if environment in rollouts:
+                raise ValueError(
+                    f"{environment!r} is also in environments: an environment either rolls "
+                    "out (tokens from `branches` only) or previews pull requests (any ref), "
+                    "never both"
+                )
             if not GITHUB_ENVIRONMENT.fullmatch(environment):
                 raise ValueError(
                     f"{environment!r}: give a GitHub environment name like prod (letters, "

@@ -7,9 +7,12 @@ types the program creates for these settings (tests/infra checks it against the 
 plan, both ways), and `ROLES_BY_TYPE` names the predefined role each type needs. No
 primitive role (owner, editor, viewer), and no role the program does not need.
 
-What the deployer cannot do: grant a role it does not hold itself, or Project IAM Admin to
-anyone (its own Project IAM Admin binding is conditional); so a change of its own roles
-that adds one is applied by a project owner, as the first `pulumi up` is.
+What the deployer cannot do: grant at the project level a role outside the program's own,
+or Project IAM Admin to anyone (its own Project IAM Admin binding is conditional); so a
+change of its own roles that adds one is applied by a project owner, as the first `pulumi
+up` is. What it can: project-level Service Account Admin (it creates the workloads'
+accounts and binds them) includes setting the IAM policy of every service account in the
+project, so a stack gets a project of its own with no other privileged accounts (README).
 """
 
 from __future__ import annotations
@@ -168,15 +171,24 @@ def grantable_roles(stack: StackSettings) -> list[str]:
 
 
 def attribute_condition(ci: CiSettings) -> str:
-    """The provider's condition (CEL): tokens of this repository only, and of the given
-    branches and GitHub environments when there are any."""
-    terms = [f"assertion.repository == {json.dumps(ci.repository)}"]
+    """The provider's condition (CEL): tokens of this repository only; with `environments`,
+    only of those environments and from `branches` (the rollouts and the drill), or of
+    `previewEnvironments` from any ref (pull-request previews). A token without the claim a
+    term reads is refused (the condition errs)."""
+    repository = f"assertion.repository == {json.dumps(ci.repository)}"
+    rollout = []
+    if ci.environments:
+        rollout.append(f"assertion.environment in {json.dumps(list(ci.environments))}")
     if ci.branches:
         refs = [f"refs/heads/{branch}" for branch in ci.branches]
-        terms.append(f"assertion.ref in {json.dumps(refs)}")
-    if ci.environments:
-        terms.append(f"assertion.environment in {json.dumps(list(ci.environments))}")
-    return " && ".join(terms)
+        rollout.append(f"assertion.ref in {json.dumps(refs)}")
+    if not rollout:
+        return repository  # any ref, any environment: previews add nothing to accept
+    scope = " && ".join(rollout)
+    if ci.preview_environments:
+        previews = json.dumps(list(ci.preview_environments))
+        scope = f"({scope}) || assertion.environment in {previews}"
+    return f"{repository} && ({scope})"
 
 
 ATTRIBUTE_MAPPING = {
@@ -256,7 +268,7 @@ class ContinuousDelivery(pulumi.ComponentResource):
                 condition = {
                     "title": "only the roles the program grants",
                     "description": "no Project IAM Admin, no primitive role: the deployer "
-                    "cannot widen its own rights",
+                    "grants only the roles the program grants",
                     "expression": "api.getAttribute('iam.googleapis.com/modifiedGrantsByRole', "
                     f"[]).hasOnly({json.dumps(grantable)})",
                 }

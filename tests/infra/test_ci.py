@@ -9,6 +9,7 @@ import json
 import re
 from typing import Any
 
+import cel
 import pytest
 
 from infra.gcp import ci
@@ -47,7 +48,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
                 "prod",
                 ci={
                     "repository": REPOSITORY,
-                    "environments": ["prod", "preview-prod", "prod-drill"],
+                    "branches": ["main"],
+                    "environments": ["prod", "prod-drill"],
+                    "previewEnvironments": ["preview-prod"],
                     "stateBucket": "example-pulumi-state",
                 },
             )
@@ -145,7 +148,9 @@ def test_the_provider_accepts_only_the_repositorys_tokens(with_ci: str) -> None:
     if ci_settings.branches:
         assert 'assertion.ref in ["refs/heads/main"]' in condition
     if ci_settings.environments:
-        assert 'assertion.environment in ["prod", "preview-prod", "prod-drill"]' in condition
+        assert 'assertion.environment in ["prod", "prod-drill"]' in condition
+    if ci_settings.preview_environments:
+        assert '|| assertion.environment in ["preview-prod"]' in condition
     if not ci_settings.branches and not ci_settings.environments:
         assert condition == f'assertion.repository == "{REPOSITORY}"'
     # the repository's tokens may act as the deployer, nothing else may
@@ -346,3 +351,73 @@ def test_ci_mistakes_name_the_key_and_the_fix(section: dict[str, Any], key: str,
     message = error_of(section)
     assert f"redis-platform:{key}:" in message, message
     assert says in message, message
+
+
+# ---- which GitHub tokens the provider accepts (its CEL condition, evaluated) -------------
+
+CI_PROD = {
+    "repository": REPOSITORY,
+    "branches": ["main"],
+    "environments": ["prod", "prod-drill"],
+    "previewEnvironments": ["preview-prod"],
+}
+
+
+def token(ref: str, environment: str | None = None, repository: str = REPOSITORY) -> dict[str, str]:
+    """The claims of a GitHub Actions OIDC token (those the condition may read)."""
+    claims = {"repository": repository, "ref": ref, "sub": f"repo:{repository}:ref:{ref}"}
+    if environment is not None:
+        claims["environment"] = environment
+        claims["sub"] = f"repo:{repository}:environment:{environment}"
+    return claims
+
+
+def accepted(condition: str, claims: dict[str, str]) -> bool:
+    """As Google evaluates an attribute condition: true accepts; false or an error (a claim
+    the token does not carry) rejects."""
+    try:
+        return cel.evaluate(condition, {"assertion": claims}) is True
+    except Exception:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("claims", "ok"),
+    [
+        (token("refs/heads/main", "prod"), True),  # the rollout, after the approval
+        (token("refs/heads/main", "prod-drill"), True),  # the weekly drill
+        (token("refs/pull/7/merge", "preview-prod"), True),  # a pull request's preview
+        (token("refs/pull/7/merge", "prod"), False),  # a pull request naming the rollout's
+        (token("refs/heads/feature", "prod"), False),  # a dispatch from another branch
+        (token("refs/heads/feature", "prod-drill"), False),
+        (token("refs/heads/main", "staging"), False),  # an environment not listed
+        (token("refs/heads/main"), False),  # no environment at all
+        (token("refs/heads/main", "prod", repository="someone/fork"), False),
+    ],
+)
+def test_the_provider_accepts_exactly_the_workflows_tokens(
+    claims: dict[str, str], ok: bool
+) -> None:
+    settings = harness.settings("prod", {"gcp": gcp_with("prod", ci=CI_PROD)})
+    assert settings.gcp.ci is not None
+    assert accepted(ci.attribute_condition(settings.gcp.ci), claims) is ok, claims
+
+
+def test_without_environments_the_branches_alone_decide() -> None:
+    settings = harness.settings(
+        "dev", {"gcp": gcp_with("dev", ci={"repository": REPOSITORY, "branches": ["main"]})}
+    )
+    condition = ci.attribute_condition(settings.gcp.ci)
+    assert accepted(condition, token("refs/heads/main", "dev"))
+    assert not accepted(condition, token("refs/pull/1/merge", "dev"))
+    only_repository = ci.attribute_condition(
+        harness.settings("dev", {"gcp": gcp_with("dev", ci={"repository": REPOSITORY})}).gcp.ci
+    )
+    assert accepted(only_repository, token("refs/pull/1/merge"))
+    assert not accepted(only_repository, token("refs/heads/main", repository="a/b"))
+
+
+def test_an_environment_both_for_rollouts_and_previews_is_refused() -> None:
+    message = error_of({**CI_PROD, "previewEnvironments": ["prod"]})
+    assert "redis-platform:gcp.ci.previewEnvironments:" in message, message
+    assert "'prod' is also in environments" in message, message

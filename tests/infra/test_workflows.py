@@ -15,6 +15,7 @@ import pytest
 import typer.main
 import yaml
 
+from redisops import smoke_launch
 from redisops.cli import app
 from tests.infra import harness
 
@@ -46,8 +47,8 @@ def commands(script: str) -> Iterator[list[str]]:
                 words = shlex.split(part)
             except ValueError:
                 continue  # a fragment of a quoted string split above: not a command
-            while words and re.fullmatch(r"[A-Za-z_]+=.*", words[0]):
-                words = words[1:]  # VAR=value prefixes
+            while words and (re.fullmatch(r"[A-Za-z_]+=.*", words[0]) or words[0] == "exec"):
+                words = words[1:]  # VAR=value prefixes, exec
             if words:
                 yield words
 
@@ -246,3 +247,44 @@ def test_keyless_logins_ask_for_the_oidc_token_and_nothing_more() -> None:
         assert "write-all" not in str(permissions)
         auth = next(s for s in job["steps"] if "google-github-actions/auth" in s.get("uses", ""))
         assert "credentials_json" not in auth.get("with", {}), "a key, not Workload Identity"
+
+
+def test_a_cancelled_rollout_deletes_the_gate_s_job_by_the_label_the_gate_puts_on_it() -> None:
+    (rollout,) = yaml.safe_load((ROOT / ".github/workflows/rollout.yml").read_text())[
+        "jobs"
+    ].values()
+    steps = rollout["steps"]
+    gate = next(s for s in steps if "redisops smoke" in s.get("run", ""))
+    # exec: the runner's signal reaches the gate itself (it deletes its Job on SIGTERM)
+    assert re.search(r"^\s*exec \S*redisops smoke", gate["run"], re.M), gate["run"]
+    cleanup = [s for s in steps if s.get("if") == "cancelled()"]
+    assert cleanup, "no step runs when the rollout is cancelled"
+    assert f'--selector "{smoke_launch.STACK_LABEL}=$STACK"' in cleanup[0]["run"]
+
+
+def test_jobs_that_reach_the_cluster_run_where_the_control_plane_is_reachable() -> None:
+    for name, job_name, job in jobs_with_oidc():
+        assert "vars.DEPLOY_RUNNER" in str(job["runs-on"]), f"{name}:{job_name}"
+
+
+def environments_of_workflows() -> set[str]:
+    found = set()
+    for path in WORKFLOWS:
+        for job in yaml.safe_load(path.read_text())["jobs"].values():
+            env = job.get("environment")
+            if env is None:
+                continue
+            for stack in job.get("strategy", {}).get("matrix", {}).get("stack", ["dev", "prod"]):
+                found.add(
+                    env.replace("${{ matrix.stack }}", stack).replace("${{ inputs.stack }}", stack)
+                )
+    return found
+
+
+def test_every_environment_a_workflow_names_is_one_the_bootstrap_sets_up() -> None:
+    environments = environments_of_workflows()
+    assert environments == {"dev", "prod", "preview-dev", "preview-prod", "prod-drill"}
+    readme = (ROOT / "README.md").read_text()
+    bootstrap = readme[readme.index("In GitHub, once: environments") :][:1200]
+    for environment in environments:
+        assert f"`{environment}`" in bootstrap, environment
