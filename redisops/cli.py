@@ -199,6 +199,14 @@ def local_up(
         str | None,
         typer.Option(help="URL Alertmanager posts every alert to (firing and resolved)."),
     ] = None,
+    hosts: Annotated[
+        str | None,
+        typer.Option(
+            help="loopback: every process on 127.0.0.1 (default). netns: every node, the "
+            "proxy and two client hosts in network namespaces of their own on one bridge "
+            "(root; for partition drills). Fixed when the twin is created."
+        ),
+    ] = None,
     state_dir: StateDir = DEFAULT_STATE_DIR,
     json_out: JsonOut = False,
 ) -> None:
@@ -224,6 +232,7 @@ def local_up(
         monitoring=monitoring,
         monitoring_port=monitoring_port,
         alert_webhook=alert_webhook,
+        hosts=hosts,
     )
     status = twin.status()
     if json_out:

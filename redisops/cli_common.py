@@ -15,7 +15,7 @@ from rich.console import Console
 
 from redisops.client import Credentials, Endpoint, TlsClient
 from redisops.errors import ConfigError
-from redisops.local.settings import DEFAULT_STATE_DIR, HOST
+from redisops.local.settings import DEFAULT_STATE_DIR
 from redisops.local.twin import Twin
 from redisops.topology import DesiredNode
 
@@ -132,7 +132,7 @@ def cluster_access(
         twin = Twin(state_dir)
         settings = twin.settings()
         return Access(
-            [Endpoint(host=HOST, port=p) for p in settings.ports],
+            settings.endpoints,
             twin.client_tls(role),
             twin.credentials(role),
             twin,

@@ -250,7 +250,7 @@ def node_replace_cmd(
     if port not in settings.ports:
         raise ConfigError(f"--port {port}: not a node of the twin ({settings.ports[0]}..)")
     started = time.monotonic()
-    name = f"{HOST}:{port}"
+    name = f"{settings.host_of(port)}:{port}"
     runner = cluster.reconciler()
     try:
         replacement = plan_replacement(runner.observe(), name)

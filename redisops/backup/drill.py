@@ -21,7 +21,6 @@ from redisops.backup.create import create_backup
 from redisops.backup.manifest import Manifest
 from redisops.backup.restore import RestoreReport, restore
 from redisops.backup.storage import Storage
-from redisops.client import Endpoint
 from redisops.local import process
 from redisops.local.restore import twin_target
 from redisops.local.settings import HOST
@@ -127,7 +126,7 @@ def drill_local(
     )
     started = time.monotonic()
     manifest = create_backup(
-        [Endpoint(host=HOST, port=p) for p in settings.ports],
+        settings.endpoints,
         twin.client_tls(acl.BACKUP),
         twin.credentials(acl.BACKUP),
         storage,

@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 from redisops import acl, health
 from redisops.client import Credentials, Endpoint, TlsClient, connect
-from redisops.local.settings import HOST, TwinSettings
+from redisops.local.settings import TwinSettings
 from redisops.local.twin import Twin
 
 ACCEPTED = "accepted"
@@ -33,7 +33,7 @@ def login(endpoint: Endpoint, tls: TlsClient, username: str, password: str) -> s
 
 
 def endpoints(settings: TwinSettings) -> list[Endpoint]:
-    return [Endpoint(host=HOST, port=p) for p in settings.ports]
+    return settings.endpoints
 
 
 def cluster_problems(twin: Twin, settings: TwinSettings, timeout: float = 15.0) -> list[str]:

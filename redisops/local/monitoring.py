@@ -109,7 +109,7 @@ class TwinMonitoring:
         exporters = [
             {
                 "targets": [f"{HOST}:{ports[f'exporter-{port}']}"],
-                "labels": {"node": f"{HOST}:{port}"},
+                "labels": {"node": f"{settings.host_of(port)}:{port}"},
             }
             for port in settings.ports
         ]
@@ -124,7 +124,9 @@ class TwinMonitoring:
             jobs.append(
                 {
                     "job_name": params.proxy_job,
-                    "static_configs": [{"targets": [f"{HOST}:{settings.proxy_port}"]}],
+                    "static_configs": [
+                        {"targets": [f"{settings.proxy_host}:{settings.proxy_port}"]}
+                    ],
                 }
             )
         return {
@@ -229,7 +231,7 @@ class TwinMonitoring:
             result[f"exporter-{port}"] = (
                 [
                     binary("exporter"),
-                    f"-redis.addr=rediss://{HOST}:{port}",
+                    f"-redis.addr=rediss://{settings.host_of(port)}:{port}",
                     f"-redis.user={acl.MONITORING}",
                     f"-tls-ca-cert-file={tls.ca_cert}",
                     f"-tls-client-cert-file={tls.client_cert(acl.MONITORING)}",

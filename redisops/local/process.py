@@ -116,15 +116,17 @@ def start(
     port: int,
     timeout: float = 10.0,
     extra: tuple[str, ...] = (),
+    prefix: tuple[str, ...] = (),
 ) -> int:
     """Start a daemonized redis-server and return its PID once it has written it.
 
-    `extra` arguments override the config file (e.g. `--appendonly no` to load an RDB).
+    `extra` arguments override the config file (e.g. `--appendonly no` to load an RDB);
+    `prefix` runs it through another command (`ip netns exec <host>`: on its own host).
     """
     pidfile.unlink(missing_ok=True)  # a stale file would be mistaken for success
     log_offset = logfile.stat().st_size if logfile.exists() else 0
     proc = subprocess.run(
-        [redis_server_path(), str(conf), *extra],
+        [*prefix, redis_server_path(), str(conf), *extra],
         capture_output=True,
         text=True,
         timeout=timeout,

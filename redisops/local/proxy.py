@@ -19,7 +19,7 @@ from typing import Any
 from redisops import acl, tokens
 from redisops.errors import ConfigError, OperationError
 from redisops.local import process
-from redisops.local.settings import HOST, TwinLayout, TwinSettings
+from redisops.local.settings import HOST, PROXY_HOST, TwinLayout, TwinSettings
 from redisops.tls import write_private
 
 DEV_TOKEN_TTL_S = 30 * 86400
@@ -56,7 +56,7 @@ class TwinProxy:
 
     @staticmethod
     def url(settings: TwinSettings) -> str:
-        return f"http://{HOST}:{settings.proxy_port}"
+        return f"http://{settings.proxy_host}:{settings.proxy_port}"
 
     # ---- configuration -------------------------------------------------------------
 
@@ -74,10 +74,10 @@ class TwinProxy:
     def settings_json(self, settings: TwinSettings) -> dict[str, Any]:
         tls = self.layout.tls
         return {
-            "host": HOST,
+            "host": settings.proxy_host,
             "port": settings.proxy_port,
             "redis_mode": "cluster",
-            "redis_nodes": [f"{HOST}:{p}" for p in settings.ports],
+            "redis_nodes": [f"{e.host}:{e.port}" for e in settings.endpoints],
             "redis_tls": True,
             "redis_tls_ca_file": str(tls.ca_cert),
             "redis_tls_cert_file": str(tls.client_cert(acl.READER)),
@@ -115,14 +115,16 @@ class TwinProxy:
         return None
 
     def start(self, settings: TwinSettings, timeout: float = 20.0) -> int:
-        if process.port_in_use(HOST, settings.proxy_port, wait=3.0):
+        network = settings.network()
+        if network is None and process.port_in_use(HOST, settings.proxy_port, wait=3.0):
             raise ConfigError(
                 f"port {settings.proxy_port} on {HOST} (the SSE proxy) is in use by another "
                 "process; stop it or choose another --proxy-port"
             )
         offset = self.logfile.stat().st_size if self.logfile.exists() else 0
+        on_host = network[PROXY_HOST].argv() if network is not None else []
         pid = process.start_daemon(
-            [sys.executable, "-m", "sse_proxy", "--config", str(self.config_file)],
+            [*on_host, sys.executable, "-m", "sse_proxy", "--config", str(self.config_file)],
             self.logfile,
             self.pidfile,
         )
@@ -148,7 +150,7 @@ class TwinProxy:
 
     def ready(self, settings: TwinSettings) -> bool:
         try:
-            url = f"{self.url(settings)}/readyz"  # always http://127.0.0.1:<port>
+            url = f"{self.url(settings)}/readyz"  # http://127.0.0.1:<port>, or its host's
             with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):

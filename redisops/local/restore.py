@@ -22,10 +22,9 @@ from redisops.backup.restore import (
     verify_sample,
 )
 from redisops.backup.storage import Storage
-from redisops.client import Endpoint, connect
+from redisops.client import connect
 from redisops.errors import ConfigError, OperationError
 from redisops.local import process
-from redisops.local.settings import HOST
 from redisops.local.twin import Twin
 from redisops.reconcile import ReconcileOptions, reconcile
 from redisops.topology import plan_layout
@@ -34,7 +33,7 @@ from redisops.topology import plan_layout
 def twin_target(twin: Twin) -> Target:
     settings = twin.settings()
     return Target(
-        endpoints=[Endpoint(host=HOST, port=p) for p in settings.ports],
+        endpoints=settings.endpoints,
         tls=twin.client_tls(acl.ADMIN),
         admin=twin.credentials(acl.ADMIN),
     )
@@ -125,7 +124,7 @@ def _fast(
                 + "; ".join(f.message for f in formed.findings if f.severity == "error")
             )
         for port in settings.ports:
-            admin = connect(Endpoint(host=HOST, port=port), target.tls, target.admin)
+            admin = connect(settings.endpoint(port), target.tls, target.admin)
             try:
                 admin.config_set("appendonly", "yes")
             finally:

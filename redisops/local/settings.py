@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import (
     BaseModel,
@@ -18,6 +19,7 @@ from redisops.acl import DEFAULT_STREAMS, validate_stream_patterns
 from redisops.client import Endpoint
 from redisops.conf import TlsAuthClients
 from redisops.errors import ConfigError
+from redisops.local import netns
 from redisops.tls import TlsLayout
 from redisops.topology import MIN_SHARDS, DesiredCluster, DesiredNode
 
@@ -26,6 +28,10 @@ TWIN_ZONES = ("zone-a", "zone-b", "zone-c")
 BUS_OFFSET = 10000
 MONITORING_BLOCK = 10  # Prometheus, Alertmanager, platform metrics; then one per exporter
 HOST = "127.0.0.1"
+HostsMode = Literal["loopback", "netns"]
+# netns: each host's number on the twin's /24 (its address's last octet): fixed, so no
+# host's address changes when nodes are added
+PROXY_HOST, CLIENT_HOSTS, FIRST_NODE_NUMBER = "proxy", ("client-a", "client-b"), 10
 
 
 class TwinSettings(BaseModel):
@@ -51,6 +57,10 @@ class TwinSettings(BaseModel):
     monitoring: bool = False
     monitoring_port: int = 9700
     alert_webhook: str | None = None
+    # loopback: every process on 127.0.0.1; netns: every node, the proxy and two client
+    # hosts in network namespaces of their own, on one bridge (redisops.local.netns)
+    hosts: HostsMode = "loopback"
+    network_id: str | None = Field(default=None, pattern=r"^[a-z0-9]{1,6}$")
 
     @field_validator("shards")
     @classmethod
@@ -147,13 +157,47 @@ class TwinSettings(BaseModel):
     def ports(self) -> list[int]:
         return [self.base_port + i for i in range(self.node_count)]
 
+    @staticmethod
+    def node_host(index: int) -> str:
+        return f"node-{index}"
+
+    def network(self) -> netns.Network | None:
+        """The twin's hosts (netns mode), or None (loopback)."""
+        if self.hosts != "netns":
+            return None
+        if self.network_id is None:
+            raise ConfigError("a netns twin has no network id; recreate it")
+        numbers = {PROXY_HOST: 2, **{name: 3 + i for i, name in enumerate(CLIENT_HOSTS)}}
+        numbers |= {self.node_host(i): FIRST_NODE_NUMBER + i for i in range(self.node_count)}
+        return netns.Network(self.network_id, numbers)
+
+    def host_of(self, port: int) -> str:
+        """The address the node on `port` listens on."""
+        if self.hosts != "netns" or self.network_id is None:
+            return HOST
+        # also a node a scale-in stopped: its number follows from its port
+        subnet = netns.subnet_of(self.network_id)
+        return str(subnet.network_address + FIRST_NODE_NUMBER + port - self.base_port)
+
+    def endpoint(self, port: int) -> Endpoint:
+        return Endpoint(host=self.host_of(port), port=port)
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return [self.endpoint(p) for p in self.ports]
+
+    @property
+    def proxy_host(self) -> str:
+        network = self.network()
+        return HOST if network is None else network[PROXY_HOST].address
+
     def desired(self) -> DesiredCluster:
         return DesiredCluster(
             shards=self.shards,
             replicas=self.replicas,
             nodes=tuple(
                 DesiredNode(
-                    endpoint=Endpoint(host=HOST, port=port),
+                    endpoint=self.endpoint(port),
                     zone=TWIN_ZONES[i % len(TWIN_ZONES)],
                 )
                 for i, port in enumerate(self.ports)

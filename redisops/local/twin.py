@@ -22,7 +22,7 @@ from redisops.client import Credentials, Endpoint, TlsClient, connect
 from redisops.cluster import NodeView, parse_cluster_nodes, parse_info
 from redisops.conf import NodeSpec, TlsFiles, render_redis_conf, render_replication_include
 from redisops.errors import ConfigError, OperationError
-from redisops.local import process
+from redisops.local import netns, process
 from redisops.local.monitoring import TwinMonitoring
 from redisops.local.proxy import TwinProxy
 from redisops.local.settings import (
@@ -68,10 +68,13 @@ class Twin:
         stored = self.layout.load_settings()
         given = {k: v for k, v in requested.items() if v is not None}
         if stored is None:
+            if given.get("hosts") == "netns" and not given.get("network_id"):
+                given["network_id"] = secrets.token_hex(2)  # this twin's own network
             return settings_from_options(**given)
         merged = settings_from_options(**{**stored.model_dump(), **given})
         # Streams may change: reconcile then loads the re-rendered ACL file on every node.
-        for key in ("base_port", "node_timeout_ms", "tls_auth_clients", "maxmemory"):
+        immutable = ("base_port", "node_timeout_ms", "tls_auth_clients", "maxmemory", "hosts")
+        for key in (*immutable, "network_id"):
             if getattr(merged, key) != getattr(stored, key):
                 raise ConfigError(
                     f"--{key.replace('_', '-')}: this twin was created with "
@@ -166,7 +169,7 @@ class Twin:
         tls = self.layout.tls
         return NodeSpec(
             port=port,
-            bind=(HOST,),
+            bind=(settings.host_of(port),),
             data_dir=str(self.layout.node_dir(port)),
             tls=TlsFiles(
                 ca_cert_file=str(tls.ca_cert),
@@ -200,8 +203,12 @@ class Twin:
             for port in settings.ports
             if process.running_pid(self.layout.pidfile(port), port) is None
         ]
+        network = settings.network()
+        if network is not None:
+            netns.require_root()
         # Refuse before anything is written, so a failed first `up` leaves no twin behind.
-        for port in to_start:
+        # (A netns twin's nodes are alone on their hosts: nothing else holds their ports.)
+        for port in to_start if network is None else ():
             for p in (port, port + BUS_OFFSET):
                 if process.port_in_use(HOST, p, wait=3.0):
                     raise ConfigError(
@@ -210,11 +217,14 @@ class Twin:
                     )
         self.layout.save_settings(settings)
         self._stop_departed(before, settings)
+        if network is not None:
+            network.create()
+            self.progress(f"hosts ready: {len(network.hosts)} namespaces on {network.subnet}")
         written = ensure_twin_tls(
             self.layout.tls,
             roles=acl.ROLES,
             dns_names=("localhost",),
-            ip_addresses=(HOST,),
+            ip_addresses=tuple(dict.fromkeys([HOST, *(e.host for e in settings.endpoints)])),
         )
         if written:
             self.progress(f"TLS material written ({len(written)} files)")
@@ -228,11 +238,9 @@ class Twin:
             if port in to_start:
                 # A stopped node loads the current file at start (a missing one aborts it);
                 # running nodes get theirs from reconcile, which loads it where it drifted.
-                self.write_acl(Endpoint(host=HOST, port=port), acl_text)
+                self.write_acl(settings.endpoint(port), acl_text)
         for port in to_start:
-            pid = process.start(
-                self.layout.conf(port), self.layout.pidfile(port), self.layout.logfile(port), port
-            )
+            pid = self._start(settings, port)
             self.progress(f"started redis-server :{port} (pid {pid})")
         self.wait_responding(settings)
         if to_start:
@@ -287,7 +295,7 @@ class Twin:
         tls = self.client_tls(acl.MONITORING)
         deadline = time.monotonic() + timeout
         for port in settings.ports:
-            client = connect(Endpoint(host=HOST, port=port), tls, creds, timeout=1.0)
+            client = connect(settings.endpoint(port), tls, creds, timeout=1.0)
             try:
                 while True:
                     try:
@@ -345,6 +353,10 @@ class Twin:
                 stopped.append(port)
                 self.progress(f"stopped redis-server :{port} (pid {pid})")
             self.layout.pidfile(port).unlink(missing_ok=True)
+        if settings is not None and settings.hosts == "netns" and settings.network_id:
+            removed = netns.remove(settings.network_id)  # also what a crashed run left
+            if removed:
+                self.progress(f"removed {len(removed)} namespaces and links")
         if purge and self.layout.root.exists():
             shutil.rmtree(self.layout.root)
             self.progress(f"removed {self.layout.root}")
@@ -376,8 +388,20 @@ class Twin:
         """Start one node again with its existing data and cluster state."""
         if process.running_pid(self.layout.pidfile(port), port) is not None:
             raise OperationError(f"node :{port} is already running")
+        return self._start(self.settings(), port)
+
+    def _start(self, settings: TwinSettings, port: int) -> int:
+        """Start the node on `port`, on its own host in netns mode."""
+        network = settings.network()
+        prefix: tuple[str, ...] = ()
+        if network is not None:
+            prefix = tuple(network[settings.node_host(settings.ports.index(port))].argv())
         return process.start(
-            self.layout.conf(port), self.layout.pidfile(port), self.layout.logfile(port), port
+            self.layout.conf(port),
+            self.layout.pidfile(port),
+            self.layout.logfile(port),
+            port,
+            prefix=prefix,
         )
 
     # ---- status -------------------------------------------------------------------
@@ -387,7 +411,7 @@ class Twin:
         tls = self.client_tls(acl.MONITORING)
         result: dict[int, NodeView | None] = {}
         for port in settings.ports:
-            client = connect(Endpoint(host=HOST, port=port), tls, creds, timeout=1.0)
+            client = connect(settings.endpoint(port), tls, creds, timeout=1.0)
             try:
                 nodes = parse_cluster_nodes(str(client.execute_command("CLUSTER", "NODES")))
                 info = parse_info(str(client.execute_command("CLUSTER", "INFO")))
@@ -419,7 +443,7 @@ class Twin:
             view = views[port]
             pid = process.running_pid(self.layout.pidfile(port), port)
             entry: dict[str, Any] = {
-                "host": HOST,
+                "host": settings.host_of(port),
                 "port": port,
                 "bus_port": port + BUS_OFFSET,
                 "zone": TWIN_ZONES[i % len(TWIN_ZONES)],
@@ -468,6 +492,7 @@ class Twin:
                 for role in acl.ROLES
             },
             "streams": list(settings.streams),
+            "network": _network_status(settings),
             "sse_proxy": self.proxy.status(settings),
             "monitoring": self.monitoring.status(settings),
             "backups": {
@@ -475,6 +500,23 @@ class Twin:
                 "max_age_s": settings.backup_max_age_s,
             },
         }
+
+
+def _network_status(settings: TwinSettings) -> dict[str, Any]:
+    """Where each host is (netns mode): namespace and address, for drills and clients."""
+    network = settings.network()
+    if network is None:
+        return {"mode": "loopback", "hosts": {}}
+    return {
+        "mode": "netns",
+        "id": network.id,
+        "subnet": str(network.subnet),
+        "gateway": network.gateway,
+        "bridge": network.bridge,
+        "hosts": {
+            h.name: {"namespace": h.namespace, "address": h.address} for h in network.hosts.values()
+        },
+    }
 
 
 def _write_if_changed(path: Path, text: str, private: bool = False) -> bool:
