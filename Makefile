@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 REPORTS ?= reports
 
-.PHONY: help venv redis-server shellcheck browser monitoring container-engine image plan-run up down status smoke lint unit chart infra integration alert-drills checks integration-rest runbooks image-plan-run policy policy-venv test bench bench-sse bench-backup lock clean
+.PHONY: help venv redis-server shellcheck browser monitoring container-engine image plan-run up down status smoke lint unit chart infra integration alert-drills checks integration-rest netns runbooks image-plan-run policy policy-venv test bench bench-sse bench-backup chaos lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -107,6 +107,7 @@ integration: venv redis-server browser monitoring ## real redis-server processes
 	$(BIN)/pytest tests/integration -q
 
 ALERT_DRILLS := tests/integration/test_alerts_live.py
+NETNS_TESTS := tests/integration/test_netns.py tests/integration/test_twin_netns.py tests/integration/test_chaos.py
 
 alert-drills: venv redis-server monitoring ## every alert fired for real on a twin with Prometheus + Alertmanager (part of integration)
 	$(BIN)/pytest $(ALERT_DRILLS) -q
@@ -127,8 +128,11 @@ policy: venv policy-venv ## the policy pack under the real pulumi-policy (own vi
 
 checks: lint unit chart infra policy ## everything that needs no running server
 
-integration-rest: venv redis-server browser ## the integration tests but the alert drills
-	$(BIN)/pytest tests/integration -q --ignore=$(ALERT_DRILLS)
+integration-rest: venv redis-server browser ## the integration tests but the alert drills and the separate-hosts tests
+	$(BIN)/pytest tests/integration -q --ignore=$(ALERT_DRILLS) $(addprefix --ignore=,$(NETNS_TESTS))
+
+netns: venv redis-server ## separate hosts (network namespaces, root): the netns twin and the fastest chaos drills (part of integration)
+	$(BIN)/pytest $(NETNS_TESTS) -q
 
 runbooks: venv redis-server monitoring ## every runbook page checked; every procedure executed on a twin of its declared shape, inside a data guard (reports/runbooks.json)
 	$(BIN)/pytest tests/runbooks -q
@@ -138,20 +142,24 @@ plan-run: venv redis-server container-engine ## the image built here; every pod 
 
 # Two lanes first (at most two jobs at once): the alert drills (which mostly wait on
 # Prometheus' clock), then the runbook procedures; beside them the static checks, then
-# the image and the plan run of its containers. The rest of the integration tests after
-# them, alone.
+# the image and the plan run of its containers, then the separate-hosts tests. The rest
+# of the integration tests after them, alone.
 test: venv redis-server browser monitoring container-engine ## everything CI runs
 	$(MAKE) --no-print-directory -j2 -O alert-drills checks image-plan-run runbooks
 	$(MAKE) --no-print-directory integration-rest
 
-image-plan-run: image ## the image, then the plan run of its containers (one lane of make test)
+image-plan-run: image ## the image, the plan run of its containers, the separate-hosts tests (one lane of make test)
 	$(MAKE) --no-print-directory plan-run
+	$(MAKE) --no-print-directory netns
 
 bench: venv redis-server ## cold start and failover numbers, 5 runs each (not part of test)
 	$(BIN)/python bench/twin_bench.py --runs 5
 
 bench-sse: venv redis-server ## SSE proxy: 1000 clients x 50 events/s, 5000 idle (not part of test)
 	$(BIN)/python bench/sse_bench.py --clients 1000 --rate 50 --seconds 30 --idle 5000
+
+chaos: venv redis-server ## partitions, stopped and killed primaries, lost links on the netns twin (root): reports/chaos.json (not part of test)
+	$(BIN)/python -m devtools.chaos run --with-min-replicas --json $(REPORTS)/chaos.json
 
 bench-backup: venv redis-server ## backup and restore of ~1 GB: MB/s, keys/s, RTO (not part of test)
 	$(BIN)/python bench/backup_bench.py --gb 1

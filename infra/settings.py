@@ -93,6 +93,15 @@ class RedisSettings(Strict):
     maxmemory_policy: MaxmemoryPolicy = Field(default="noeviction", alias="maxmemoryPolicy")
     zone_spread: Literal["hard", "soft"] = Field(default="soft", alias="zoneSpread")
     tls_auth_clients: Literal["yes", "optional"] = Field(default="yes", alias="tlsAuthClients")
+    min_replicas_to_write: int = Field(
+        default=0,
+        alias="minReplicasToWrite",
+        ge=0,
+        description="a primary accepts writes only while this many replicas acknowledged it "
+        "within minReplicasMaxLagS: bounds what a primary cut off from the majority accepts "
+        "and loses (README: what an acknowledged write survives)",
+    )
+    min_replicas_max_lag_s: int = Field(default=10, alias="minReplicasMaxLagS", ge=1, le=3600)
     acknowledge_scale_in_from: str | None = Field(
         default=None,
         alias="acknowledgeScaleInFrom",
@@ -1202,6 +1211,24 @@ def inert_problems(settings: StackSettings) -> list[tuple[str, str]]:
             )
         )
     redis = settings.redis
+    wanted = redis.min_replicas_to_write
+    if wanted and wanted >= redis.replicas:
+        problems.append(
+            (
+                "redis.minReplicasToWrite",
+                f"is {wanted} with {redis.replicas} replica{'s' if redis.replicas != 1 else ''} "
+                "per shard: after a failover the new primary has no replica and refuses every "
+                "write until the failed node is back (measured: the whole partition "
+                "unavailable); give it fewer than redis.replicas, or 0",
+            )
+        )
+    if not wanted and "min_replicas_max_lag_s" in redis.model_fields_set:
+        problems.append(
+            (
+                "redis.minReplicasMaxLagS",
+                "has no effect with minReplicasToWrite 0; remove it, or set minReplicasToWrite",
+            )
+        )
     limit = quantity_gib(redis.resources.memory) * 2**30
     maxmemory = redis_bytes(redis.maxmemory)
     if maxmemory == 0:

@@ -69,6 +69,10 @@ class NodeSpec(BaseModel):
         description="file with masteruser/masterauth (0600 on disk, a Secret on GKE)"
     )
     cluster_node_timeout_ms: int = Field(default=5000, ge=100, le=600_000)
+    # A primary refuses writes unless this many replicas acknowledged it within the lag:
+    # it bounds what a primary cut off from its replicas accepts and then loses.
+    min_replicas_to_write: int = Field(default=0, ge=0, le=5)
+    min_replicas_max_lag_s: int = Field(default=10, ge=1, le=3600)
     announce_hostname: str | None = Field(
         default=None,
         description="stable DNS name announced to clients and peers (pod DNS name on GKE)",
@@ -169,6 +173,8 @@ def render_redis_conf(spec: NodeSpec) -> str:
         "repl-diskless-sync-delay 0",
         "repl-diskless-load disabled",
         "replica-read-only yes",
+        f"min-replicas-to-write {spec.min_replicas_to_write}",
+        f"min-replicas-max-lag {spec.min_replicas_max_lag_s}",
         "# --- memory: streams must not be evicted silently ---",
         f"maxmemory {spec.maxmemory}",
         f"maxmemory-policy {spec.maxmemory_policy}",

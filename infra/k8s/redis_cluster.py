@@ -74,6 +74,8 @@ def node_spec(settings: StackSettings) -> NodeSpec:
         aclfile=f"{ROOT}/acl/{creds.ACL_KEY}",
         replication_include=f"{ROOT}/replication/{creds.REPLICATION_KEY}",
         cluster_node_timeout_ms=redis.node_timeout_ms,
+        min_replicas_to_write=redis.min_replicas_to_write,
+        min_replicas_max_lag_s=redis.min_replicas_max_lag_s,
         preferred_endpoint_type="hostname",
         maxmemory=redis.maxmemory,
         maxmemory_policy=redis.maxmemory_policy,

@@ -60,6 +60,9 @@ class TwinSettings(BaseModel):
     # loopback: every process on 127.0.0.1; netns: every node, the proxy and two client
     # hosts in network namespaces of their own, on one bridge (redisops.local.netns)
     hosts: HostsMode = "loopback"
+    # what a primary needs before it accepts a write (redisops.conf.NodeSpec)
+    min_replicas_to_write: int = Field(default=0, ge=0, le=3)
+    min_replicas_max_lag_s: int = Field(default=10, ge=1, le=3600)
     network_id: str | None = Field(default=None, pattern=r"^[a-z0-9]{1,6}$")
 
     @field_validator("shards")

@@ -180,6 +180,8 @@ class Twin:
             aclfile=str(self.layout.aclfile(port)),
             replication_include=str(self.layout.replication_include),
             cluster_node_timeout_ms=settings.node_timeout_ms,
+            min_replicas_to_write=settings.min_replicas_to_write,
+            min_replicas_max_lag_s=settings.min_replicas_max_lag_s,
             maxmemory=settings.maxmemory,
             pidfile=str(self.layout.pidfile(port)),
             logfile=str(self.layout.logfile(port)),

@@ -653,6 +653,8 @@ def test_redis_conf_equals_the_twin_rendering(
         node_timeout_ms=settings.redis.node_timeout_ms,
         maxmemory=settings.redis.maxmemory,
         tls_auth_clients=settings.redis.tls_auth_clients,
+        min_replicas_to_write=settings.redis.min_replicas_to_write,
+        min_replicas_max_lag_s=settings.redis.min_replicas_max_lag_s,
     )
     twin_conf = Twin(tmp_path).node_spec(twin_settings, 7000)
     from redisops.conf import render_redis_conf

@@ -177,3 +177,44 @@ def test_rotation_slots() -> None:
     assert acl_settings.slots("reader") == ("green", "blue")
     assert acl_settings.slots("publisher") == ("blue", "green")
     assert acl_settings.slots("backup") == ("blue",)
+
+
+# ---- what an acknowledged write survives: min-replicas-to-write (make chaos) ------------
+
+
+def test_prod_bounds_what_a_cut_off_primary_accepts_and_dev_does_not() -> None:
+    """Measured on the netns twin (README, make chaos): with two replicas, writes a primary
+    cut off from the majority accepted and lost dropped from 29 to 16 (5 s node-timeout,
+    a 2 s lag bound); with one replica it made the whole partition unavailable."""
+    prod, dev = harness.settings("prod").redis, harness.settings("dev").redis
+    assert (prod.min_replicas_to_write, prod.min_replicas_max_lag_s) == (1, 2)
+    assert dev.min_replicas_to_write == 0
+
+
+@pytest.mark.parametrize(
+    ("stack", "changes", "says"),
+    [
+        (
+            "dev",
+            {"minReplicasToWrite": 1},
+            "is 1 with 1 replica per shard: after a failover the new primary has no replica "
+            "and refuses every write until the failed node is back",
+        ),
+        ("prod", {"minReplicasToWrite": 2}, "is 2 with 2 replicas per shard"),
+        ("dev", {"minReplicasMaxLagS": 5}, "has no effect with minReplicasToWrite 0"),
+        ("prod", {"minReplicasMaxLagS": 0}, "greater than or equal to 1"),
+    ],
+)
+def test_min_replicas_mistakes_are_refused(stack: str, changes: dict[str, Any], says: str) -> None:
+    message = error_of(stack, {"redis": redis_of(stack, **changes)})
+    assert "redis-platform:redis" in message, message
+    assert says in message, message
+
+
+def test_the_rendered_config_carries_the_bound() -> None:
+    plan = harness.recorded("prod")
+    config = plan.one("ConfigMap", "redis-cluster-config")["data"]["redis.conf"]
+    assert "min-replicas-to-write 1" in config.splitlines()
+    assert "min-replicas-max-lag 2" in config.splitlines()
+    dev = harness.recorded("dev").one("ConfigMap", "redis-cluster-config")["data"]["redis.conf"]
+    assert "min-replicas-to-write 0" in dev.splitlines()

@@ -79,6 +79,7 @@ def test_hosts_reach_each_other_and_the_machine_reaches_them(network: netns.Netw
 
 
 def test_each_host_resolves_the_names_of_its_own_etc_hosts(network: netns.Network) -> None:
+    assert reach(network, "client", "node-1") == "node-1"  # its server is up
     by_name = CONNECT.replace("sys.argv[1]", "socket.gethostbyname(sys.argv[1])")
     argv = network["client"].argv(sys.executable, "-c", by_name, "node-1.twin.test", str(PORT), "1")
     out = subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.strip()
