@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 REPORTS ?= reports
 
-.PHONY: help venv redis-server shellcheck browser monitoring container-engine image plan-run up down status smoke lint unit chart infra integration alert-drills checks integration-rest netns runbooks image-plan-run policy policy-venv test bench bench-sse bench-backup chaos lock clean
+.PHONY: help venv redis-server shellcheck browser monitoring container-engine image plan-run up down status smoke lint unit chart infra integration alert-drills checks integration-rest netns runbooks image-plan-run policy policy-venv test bench bench-sse bench-backup chaos chaos-prod lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -159,7 +159,10 @@ bench-sse: venv redis-server ## SSE proxy: 1000 clients x 50 events/s, 5000 idle
 	$(BIN)/python bench/sse_bench.py --clients 1000 --rate 50 --seconds 30 --idle 5000
 
 chaos: venv redis-server ## partitions, stopped and killed primaries, lost links on the netns twin (root): reports/chaos.json (not part of test)
-	$(BIN)/python -m devtools.chaos run --with-min-replicas --json $(REPORTS)/chaos.json
+	$(BIN)/python -m devtools.chaos run --with-min-replicas --runs 3 --json $(REPORTS)/chaos.json
+
+chaos-prod: venv redis-server ## the partition drills on the prod shape (3 x 2, node-timeout 5 s), with and without min-replicas, 3 runs: reports/chaos-prod.json
+	$(BIN)/python -m devtools.chaos run --drill partition-long --drill partition-short --with-min-replicas --replicas 2 --node-timeout 5000 --max-lag 2 --runs 3 --json $(REPORTS)/chaos-prod.json
 
 bench-backup: venv redis-server ## backup and restore of ~1 GB: MB/s, keys/s, RTO (not part of test)
 	$(BIN)/python bench/backup_bench.py --gb 1

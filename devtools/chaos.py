@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,7 +44,8 @@ from typing import Any
 import redis
 
 from redisops import acl
-from redisops.client import connect_cluster
+from redisops.client import connect, connect_cluster
+from redisops.cluster import parse_cluster_nodes
 from redisops.local import checks, netns, process
 from redisops.local.twin import Twin
 
@@ -102,9 +104,10 @@ def agent(status_file: Path, key: str, stream: str, publish: bool, out: Path) ->
         thread.start()
     while not stop.is_set():
         stop.wait(0.1)
+    stopped_at = time.monotonic()
+    stop_publishing.set()  # first: the catch-up below starts at the last publish
     canary.stop()
     stopped = threading.Event()
-    stop_publishing.set()
     for thread in threads:
         thread.join(timeout=5)
     # what was published reaches the subscription before it closes (no edge effect)
@@ -116,7 +119,10 @@ def agent(status_file: Path, key: str, stream: str, publish: bool, out: Path) ->
         "published": published,
         "publish_errors": len(publish_errors),
         "received": [e.id for e in subscription.entries()],
+        # where the first connection started (`from=now`): entries after it are expected
+        "position": subscription.positions[0].id if subscription.positions else None,
         "connections": subscription.connections,
+        "stopped_at": stopped_at,
     }
     out.write_text(json.dumps(result))
 
@@ -184,13 +190,28 @@ def _replica_cut(ctx: Context) -> Callable[[], None]:
     return ctx.network.heal
 
 
+MIGRATION_KEYS = 20_000  # spread over every slot: each slot's move carries keys
+
+
 def _kill_during_migration(ctx: Context) -> Callable[[], None]:
     """Scale out by one shard in the background (`redisops local up --shards N+1`: the
-    rebalance moves slots with redis-cli --cluster), kill -9 a primary while one of its
-    slots is migrating; the healing restarts it and lets reconcile finish the job."""
+    rebalance moves slots with redis-cli --cluster) over a data set in every slot, kill -9
+    the first primary seen with a slot migrating away; the healing restarts it and lets
+    reconcile finish the job. Every key of the data set must be there afterwards."""
     settings = ctx.twin.settings()
     grown = settings.shards + 1
     outcome: dict[str, Any] = {}
+    run = f"smoke:chaos:mig:{int(time.time())}"
+    admin = connect_cluster(
+        settings.endpoints, ctx.twin.client_tls(acl.ADMIN), ctx.twin.credentials(acl.ADMIN)
+    )
+    try:
+        pipe = admin.pipeline(transaction=False)
+        for i in range(MIGRATION_KEYS):
+            pipe.set(f"{run}:{i}", str(i))
+        pipe.execute()
+    finally:
+        admin.close()
 
     def grow() -> None:
         try:
@@ -200,19 +221,20 @@ def _kill_during_migration(ctx: Context) -> Callable[[], None]:
 
     thread = threading.Thread(target=grow, daemon=True)
     thread.start()
-    victim = _wait_migrating(ctx.twin, timeout=60.0)
-    pid = None
-    if victim is not None:
-        pid = process.running_pid(ctx.twin.layout.pidfile(victim), victim)
-        if pid is not None:
-            os.kill(pid, signal.SIGKILL)
+    victim = _wait_migrating(ctx.twin, settings.ports, timeout=120.0)
+    if victim is None:
+        thread.join(timeout=180)
+        raise RuntimeError("no primary had a slot migrating during the scale-out: no drill")
+    pid = process.running_pid(ctx.twin.layout.pidfile(victim), victim)
+    if pid is not None:
+        os.kill(pid, signal.SIGKILL)
     ctx.notes["killed_while_migrating"] = victim
-    ctx.notes["killed_pid"] = pid
+    ctx.notes["killed_the_canary_s_shard"] = victim == ctx.victim_port
 
     def heal() -> None:
         thread.join(timeout=180)
         ctx.notes["scale_out_first_try"] = outcome
-        if victim is not None and pid is not None:
+        if process.running_pid(ctx.twin.layout.pidfile(victim), victim) is None:
             ctx.twin.start_node(victim)
         report = ctx.twin.up(shards=grown)  # reconcile: close open slots, finish the move
         ctx.notes["reconcile_after"] = {
@@ -220,20 +242,44 @@ def _kill_during_migration(ctx: Context) -> Callable[[], None]:
             "actions": [a.message for a in report.actions],
             "errors": [f.message for f in report.findings if f.severity == "error"],
         }
+        now = ctx.twin.settings()
+        check = connect_cluster(
+            now.endpoints, ctx.twin.client_tls(acl.ADMIN), ctx.twin.credentials(acl.ADMIN)
+        )
+        try:
+            pipe = check.pipeline(transaction=False)
+            for i in range(MIGRATION_KEYS):
+                pipe.get(f"{run}:{i}")
+            values = pipe.execute()
+            ctx.notes["migration_keys"] = MIGRATION_KEYS
+            ctx.notes["migration_keys_lost"] = sum(1 for i, v in enumerate(values) if v != str(i))
+            pipe = check.pipeline(transaction=False)
+            for i in range(MIGRATION_KEYS):
+                pipe.delete(f"{run}:{i}")
+            pipe.execute()
+        finally:
+            check.close()
 
     return heal
 
 
-def _wait_migrating(twin: Twin, timeout: float) -> int | None:
-    """The port of a node that has a slot migrating away, once one does."""
+def _wait_migrating(twin: Twin, ports: list[int], timeout: float) -> int | None:
+    """The first node of `ports` seen with a slot migrating away, within `timeout`."""
+    settings = twin.settings()
+    creds, tls = twin.credentials(acl.MONITORING), twin.client_tls(acl.MONITORING)
+    clients = {p: connect(settings.endpoint(p), tls, creds, timeout=1.0) for p in ports}
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        settings = twin.settings()
-        for port, view in twin.views(settings).items():
-            if view is not None and view.myself.migrating:
-                return port
-        time.sleep(0.02)
-    return None
+    try:
+        while time.monotonic() < deadline:
+            for port, client in clients.items():
+                with contextlib.suppress(redis.RedisError, OSError):
+                    nodes = parse_cluster_nodes(str(client.execute_command("CLUSTER", "NODES")))
+                    if any(n.myself and n.migrating for n in nodes):
+                        return port
+        return None
+    finally:
+        for client in clients.values():
+            client.close()
 
 
 DRILLS: dict[str, Drill] = {
@@ -347,11 +393,13 @@ def run_drill(
         hold = drill.hold_s(settings.node_timeout_ms)
         say(f"{drill.name}: {drill.what} ({hold:.1f} s)")
         started = time.monotonic()
+        notes["fault_wall_ms"] = [int(time.time() * 1000)]
         heal = drill.fault(ctx)
         time.sleep(hold)
         heal()
         heal = None
         healed = time.monotonic()
+        notes["fault_wall_ms"].append(int(time.time() * 1000))
         # the shape may have changed (a scale-out): judge against the settings now
         problems = checks.cluster_problems(twin, twin.settings(), timeout=REDUNDANCY_TIMEOUT_S)
         redundant = time.monotonic()
@@ -415,8 +463,13 @@ def _measure(
         during = [w for w in writes if started <= w[1] <= healed]
         lost = [w for w in acked if w[0] not in stored[name]]
         lost_wait = [w for w in wait_acked if w[0] not in stored[name]]
+        # the longest stretch without an accepted write from the fault on, up to the agent's
+        # stop (a write that never came back counts to the end)
         times = sorted(w[1] for w in writes)
-        gaps = [b - a for a, b in itertools.pairwise(times) if b > started - 1]
+        before = [x for x in times if x <= started]
+        points = [before[-1] if before else started, *(x for x in times if x > started)]
+        points.append(result["stopped_at"])
+        gaps = [b - a for a, b in itertools.pairwise(points)]
         per_agent[name] = {
             "acknowledged": len(acked),
             "wait_acknowledged": len(wait_acked),
@@ -432,12 +485,17 @@ def _measure(
     for name, result in results.items():
         received = result["received"]
         got = set(received)
-        # entries published once the subscription had its first one
-        first = received[0] if received else None
-        expected = [i for i in in_stream if first is not None and _id_ge(i, first)]
+        # every entry after the position the subscription started from; none known (it
+        # never connected): every entry
+        start = result["position"]
+        expected = [i for i in in_stream if start is None or not _id_ge(start, i)]
         sse[name] = {
+            "connected": start is not None,
             "received": len(received),
-            "lost": len([i for i in expected if i not in got]),
+            "lost": len(missed := [i for i in expected if i not in got]),
+            # when the missed entries were written: before the fault, during it (until 2 s
+            # after the heal), or after
+            "lost_when": _when(missed, notes.get("fault_wall_ms")),
             "duplicated": len(received) - len(got),
             "phantom": len(got - stream_ids),
             "connections": result["connections"],
@@ -466,6 +524,18 @@ def _measure(
     }
 
 
+def _when(ids: list[str], fault: list[int] | None) -> dict[str, int]:
+    if not fault or len(fault) < 2:
+        return {}
+    start, heal = fault[0], fault[1] + 2000
+    ms = [int(i.split("-")[0]) for i in ids]
+    return {
+        "before": sum(m < start for m in ms),
+        "during": sum(start <= m <= heal for m in ms),
+        "after": sum(m > heal for m in ms),
+    }
+
+
 def _id_ge(a: str, b: str) -> bool:
     ams, aseq = (int(x) for x in a.split("-"))
     bms, bseq = (int(x) for x in b.split("-"))
@@ -479,10 +549,17 @@ def _reconcile_actions(twin: Twin) -> list[str]:
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     try:
-        actions = json.loads(done.stdout)["actions"]
-    except (ValueError, KeyError):
+        plan = json.loads(done.stdout)
+        actions, findings = plan["actions"], plan.get("findings", [])
+    except (ValueError, KeyError, TypeError):
         return [f"reconcile --plan failed: {done.stderr.strip()[-200:]}"]
-    return [str(a.get("summary", a)) if isinstance(a, dict) else str(a) for a in actions]
+    said = [f"action: {a.get('message', a)}" for a in actions]
+    said += [
+        f"{f.get('severity')}: {f.get('message')}"
+        for f in findings
+        if f.get("severity") in ("error", "warning")
+    ]
+    return said
 
 
 @contextlib.contextmanager
@@ -513,6 +590,7 @@ def run(
     *,
     replicas: int = 1,
     max_lag_s: int = 2,
+    runs: int = 1,
 ) -> dict[str, Any]:
     reports = []
     started = time.monotonic()
@@ -520,7 +598,7 @@ def run(
         tempfile.TemporaryDirectory(prefix="redisops-chaos-") as tmp,
         netns_twin(Path(tmp) / "twin", node_timeout_ms, replicas) as twin,
     ):
-        for name in names:
+        for name in [n for _ in range(runs) for n in names]:
             for min_replicas in (
                 (False, True) if both and name.startswith("partition") else (False,)
             ):
@@ -540,9 +618,34 @@ def run(
                     "kernel": platform.release()},
         "node_timeout_ms": node_timeout_ms,
         "replicas": replicas,
+        "runs": runs,
         "duration_s": round(time.monotonic() - started, 1),
         "drills": reports,
+        "summary": summary(reports),
     }  # fmt: skip
+
+
+SUMMED = ("unavailable_s", "time_to_full_redundancy_s", "acknowledged_lost",
+          "wait_acknowledged_lost", "minority_accepted_lost", "published_lost")  # fmt: skip
+
+
+def summary(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per drill and setting, over the runs: median, min and max of each number."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in reports:
+        groups.setdefault((r["drill"], r["min_replicas_to_write"]), []).append(r)
+    rows = []
+    for (drill, min_replicas), runs in groups.items():
+        row: dict[str, Any] = {"drill": drill, "min_replicas_to_write": min_replicas,
+                               "runs": len(runs)}  # fmt: skip
+        for key in SUMMED:
+            values = [float(r[key]) for r in runs]
+            row[key] = {"median": statistics.median(values), "min": min(values),
+                        "max": max(values)}  # fmt: skip
+        row["sse_lost_max"] = max(sum(s["lost"] for s in r["sse"].values()) for r in runs)
+        row["sse_phantom_max"] = max(sum(s["phantom"] for s in r["sse"].values()) for r in runs)
+        rows.append(row)
+    return rows
 
 
 def _line(r: dict[str, Any]) -> str:
@@ -573,6 +676,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="the partition drills also with min-replicas-to-write 1")  # fmt: skip
     r.add_argument("--replicas", type=int, default=1, help="replicas per shard (prod: 2)")
     r.add_argument("--max-lag", type=int, default=2, help="min-replicas-max-lag, seconds")
+    r.add_argument("--runs", type=int, default=1, help="repeat the drills (median, range)")
     r.add_argument("--json", type=Path, help="write the report here")
     args = parser.parse_args(argv)
     if args.command == "agent":
@@ -581,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
     netns.require_root()
     report = run(args.drill or list(DRILLS), args.node_timeout, args.with_min_replicas,
                  lambda m: print(m, file=sys.stderr, flush=True),
-                 replicas=args.replicas, max_lag_s=args.max_lag)  # fmt: skip
+                 replicas=args.replicas, max_lag_s=args.max_lag, runs=args.runs)  # fmt: skip
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -1222,6 +1222,16 @@ def inert_problems(settings: StackSettings) -> list[tuple[str, str]]:
                 "unavailable); give it fewer than redis.replicas, or 0",
             )
         )
+    if wanted and redis.min_replicas_max_lag_s * 1000 >= redis.node_timeout_ms:
+        problems.append(
+            (
+                "redis.minReplicasMaxLagS",
+                f"is {redis.min_replicas_max_lag_s} s, not below nodeTimeoutMs "
+                f"({redis.node_timeout_ms} ms): a primary cut off from the majority stops at "
+                "node-timeout first, so the bound costs availability and saves nothing; give "
+                "fewer seconds (prod: 2)",
+            )
+        )
     if not wanted and "min_replicas_max_lag_s" in redis.model_fields_set:
         problems.append(
             (

@@ -9,8 +9,8 @@ module made is ever changed, and every rule vanishes with its namespace.
 Everything made carries the prefix `rpn<id>` of one network: namespaces `rpn<id>-<host>`,
 the bridge `rpn<id>br`, host-side veths `rpn<id>v<n>`, per-namespace files under
 `/etc/netns/rpn<id>-<host>/` (`ip netns exec` mounts them over /etc: each host its own
-/etc/hosts). `remove(network_id)` and `remove_all()` delete by that prefix only, so a
-crashed test is cleaned up by the next run or by `redisops local down`.
+/etc/hosts). `remove(network_id)` and `remove_all()` delete by that prefix only, so what a
+crashed run left is removed by `redisops local down` of its twin (which knows its id).
 Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN).
 """
 
@@ -21,6 +21,7 @@ import dataclasses
 import ipaddress
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -116,6 +117,7 @@ class Network:
         """Make the bridge and every host (idempotent: what exists is kept). `names`: DNS
         name -> host name, written to every host's own /etc/hosts."""
         require_root()
+        _refuse_dropped_forwarding()
         if not _exists_link(self.bridge):
             _run(["ip", "link", "add", self.bridge, "type", "bridge"])
         _run(["ip", "addr", "replace", f"{self.gateway}/{self.subnet.prefixlen}",
@@ -125,6 +127,9 @@ class Network:
         for host in self.hosts.values():
             if host.namespace not in existing:
                 _run(["ip", "netns", "add", host.namespace])
+            inside = _run(host.argv("ip", "link", "show", "eth0"), check=False).returncode == 0
+            if _exists_link(host.veth) and not inside:  # a crash between the two ends
+                _run(["ip", "link", "del", host.veth])
             if not _exists_link(host.veth):
                 peer = f"{host.veth}p"
                 _run(["ip", "link", "add", host.veth, "type", "veth", "peer", "name", peer])
@@ -153,36 +158,45 @@ class Network:
     # ---- faults --------------------------------------------------------------------
 
     def cut(self, a: str, b: str) -> None:
-        """No packet between hosts `a` and `b`, either way (both stay up)."""
-        self.cut_one_way(a, b)
-        self.cut_one_way(b, a)
+        """No packet between hosts `a` and `b`, either way (both stay up): `a` neither
+        receives from `b` nor sends to it."""
+        self._drop(a, inbound=[b], outbound=[b])
 
     def cut_one_way(self, a: str, b: str) -> None:
-        """`a` drops what comes from `b` and sends nothing to it (asymmetric loss: `b`
-        still sends, and its packets vanish at `a`)."""
-        src, dst = self.hosts[a], self.hosts[b]
-        for chain, flag in (("INPUT", "-s"), ("OUTPUT", "-d")):
-            rule = [chain, flag, dst.address, "-j", "DROP"]
-            if _run(src.argv("iptables", "-C", *rule), check=False).returncode != 0:
-                _run(src.argv("iptables", "-I", *rule))
+        """What `b` sends to `a` is lost; what `a` sends to `b` arrives (a one-way loss:
+        UDP gets through one way, TCP handshakes fail both ways)."""
+        self._drop(a, inbound=[b], outbound=[])
 
     def partition(self, side: Iterable[str]) -> None:
         """Cut every host in `side` from every host not in it, keeping the links within
-        each side (and both sides' links to the machine itself)."""
-        inside = set(side)
-        unknown = inside - set(self.hosts)
+        each side (and both sides' links to the machine itself). One rule set per host of
+        `side`, applied at once (iptables-restore), so the cut has no ramp."""
+        inside = list(dict.fromkeys(side))
+        unknown = set(inside) - set(self.hosts)
         if unknown:
             raise ConfigError(f"partition: no hosts {sorted(unknown)} on network {self.id}")
+        outside = [name for name in self.hosts if name not in inside]
         for a in inside:
-            for b in set(self.hosts) - inside:
-                self.cut(a, b)
+            self._drop(a, inbound=outside, outbound=outside)
+
+    def _drop(self, name: str, *, inbound: Sequence[str], outbound: Sequence[str]) -> None:
+        """DROP rules inside host `name` (its own firewall), in one iptables-restore."""
+        lines = ["*filter"]
+        lines += [f"-I INPUT -s {self.hosts[b].address} -j DROP" for b in inbound]
+        lines += [f"-I OUTPUT -d {self.hosts[b].address} -j DROP" for b in outbound]
+        lines.append("COMMIT")
+        argv = self.hosts[name].argv("iptables-restore", "--noflush")
+        done = subprocess.run(
+            argv, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=30,
+            check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise OperationError(f"{' '.join(argv)}: {done.stderr.strip()[-300:]}")
 
     def heal(self, hosts: Iterable[str] | None = None) -> None:
         """Remove every cut of `hosts` (default all)."""
         for name in hosts or self.hosts:
-            host = self.hosts[name]
-            for chain in ("INPUT", "OUTPUT"):
-                _run(host.argv("iptables", "-F", chain))
+            _run(self.hosts[name].argv("iptables", "-F"))
 
     def move(self, name: str) -> str:
         """Give host `name` a new address on the bridge (a rescheduled pod's new IP)."""
@@ -195,6 +209,54 @@ class Network:
         _run(host.argv("ip", "route", "replace", "default", "via", self.gateway))
         self.hosts[name] = dataclasses.replace(host, address=fresh)
         return fresh
+
+
+def _refuse_dropped_forwarding() -> None:
+    """Bridged traffic passes the machine's FORWARD chain when br_netfilter is loaded; a
+    DROP policy there (a standard dockerd sets one) would cut every host off silently."""
+    flag = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+    try:
+        bridged = flag.read_text().strip() == "1"
+    except OSError:
+        return  # br_netfilter not loaded: bridged frames never see iptables
+    if not bridged:
+        return
+    done = _run(["iptables", "-S", "FORWARD"], check=False)
+    if "-P FORWARD DROP" in done.stdout.splitlines()[:1]:
+        raise ConfigError(
+            "this machine's FORWARD policy is DROP and bridged traffic passes it "
+            "(net.bridge.bridge-nf-call-iptables=1), so the hosts could not reach each "
+            "other; this module changes no rule of the machine's own: allow the twin's "
+            f"bridges (`iptables -I FORWARD -i '{PREFIX}+' -o '{PREFIX}+' -j ACCEPT`) or "
+            "set net.bridge.bridge-nf-call-iptables=0, then run again"
+        )
+
+
+def used_subnets() -> set[ipaddress.IPv4Network]:
+    """The /24s of SUPERNET this machine already has an address or a route in."""
+    found = set()
+    for argv in (["ip", "-o", "-4", "addr", "show"], ["ip", "-4", "route", "show"]):
+        for word in _run(argv, check=False).stdout.split():
+            try:
+                net = ipaddress.IPv4Interface(word).network
+            except ValueError:
+                continue
+            if net.overlaps(SUPERNET):
+                found |= {s for s in SUPERNET.subnets(new_prefix=24) if s.overlaps(net)}
+    return found
+
+
+def free_network_id(attempts: int = 500) -> str:
+    """A new network id whose /24 no address or route of this machine uses."""
+    used = used_subnets()
+    for _ in range(attempts):
+        candidate = secrets.token_hex(2)
+        if subnet_of(candidate) not in used:
+            return candidate
+    raise OperationError(
+        f"no free /24 left in {SUPERNET} for a new twin network; remove old ones with "
+        "`redisops local down` of their twins"
+    )
 
 
 def subnet_of(network_id: str) -> ipaddress.IPv4Network:
@@ -256,9 +318,10 @@ def _remove(ids: str) -> list[str]:
             time.sleep(0.05)
         _run(["ip", "netns", "del", ns])
         removed.append(f"netns {ns}")
-        etc = NETNS_ETC / ns
-        if etc.is_dir():
-            shutil.rmtree(etc)
+    if NETNS_ETC.is_dir():  # also those of namespaces already gone (a reboot)
+        for etc in NETNS_ETC.iterdir():
+            if own_namespace.fullmatch(etc.name) and etc.is_dir():
+                shutil.rmtree(etc)
     for link in _links(own_link):
         if _exists_link(link):  # a veth goes with its peer's namespace
             _run(["ip", "link", "del", link], check=False)

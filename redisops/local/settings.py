@@ -86,6 +86,18 @@ class TwinSettings(BaseModel):
             raise ValueError(f"at most 3 replicas per shard on one machine; got {value}")
         return value
 
+    @field_validator("min_replicas_to_write")
+    @classmethod
+    def _min_replicas(cls, value: int, info: ValidationInfo) -> int:
+        replicas = info.data.get("replicas", 1)
+        if value and value >= replicas:
+            raise ValueError(
+                f"is {value} with {replicas} replicas per shard: after a failover the new "
+                "primary would refuse every write until the failed node is back; give fewer "
+                "than --replicas, or 0"
+            )
+        return value
+
     @field_validator("node_timeout_ms")
     @classmethod
     def _timeout(cls, value: int) -> int:

@@ -69,7 +69,7 @@ class Twin:
         given = {k: v for k, v in requested.items() if v is not None}
         if stored is None:
             if given.get("hosts") == "netns" and not given.get("network_id"):
-                given["network_id"] = secrets.token_hex(2)  # this twin's own network
+                given["network_id"] = netns.free_network_id()  # a /24 of its own
             return settings_from_options(**given)
         merged = settings_from_options(**{**stored.model_dump(), **given})
         # Streams may change: reconcile then loads the re-rendered ACL file on every node.

@@ -202,6 +202,12 @@ def test_prod_bounds_what_a_cut_off_primary_accepts_and_dev_does_not() -> None:
         ),
         ("prod", {"minReplicasToWrite": 2}, "is 2 with 2 replicas per shard"),
         ("dev", {"minReplicasMaxLagS": 5}, "has no effect with minReplicasToWrite 0"),
+        (
+            "prod",
+            {"minReplicasMaxLagS": 10},
+            "is 10 s, not below nodeTimeoutMs (5000 ms): a primary cut off from the majority "
+            "stops at node-timeout first",
+        ),
         ("prod", {"minReplicasMaxLagS": 0}, "greater than or equal to 1"),
     ],
 )

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import secrets
 import socket
 import subprocess
 import sys
@@ -40,7 +39,7 @@ PORT = 7100
 def network() -> Iterator[netns.Network]:
     if os.geteuid() != 0:
         pytest.fail("network namespaces need root: run the tests as root (CI does)")
-    net = netns.Network(secrets.token_hex(2), ["node-0", "node-1", "client"])
+    net = netns.Network(netns.free_network_id(), ["node-0", "node-1", "client"])
     servers: list[subprocess.Popen[bytes]] = []
     try:
         net.create(names={"node-0.twin.test": "node-0", "node-1.twin.test": "node-1"})
@@ -125,7 +124,7 @@ def test_a_moved_host_answers_on_its_new_address_only(network: netns.Network) ->
 def test_nothing_is_left_after_remove_even_of_a_crashed_run() -> None:
     if os.geteuid() != 0:
         pytest.fail("network namespaces need root: run the tests as root (CI does)")
-    net = netns.Network(secrets.token_hex(2), ["a", "b"])
+    net = netns.Network(netns.free_network_id(), ["a", "b"])
     net.create()
     sleeper = subprocess.Popen(net["a"].argv("sleep", "300"))  # a process the crash left
     # a crashed test leaves all of it; removing by the network's prefix finds it again
@@ -142,7 +141,7 @@ def test_nothing_is_left_after_remove_even_of_a_crashed_run() -> None:
 def test_remove_touches_only_its_own_network() -> None:
     if os.geteuid() != 0:
         pytest.fail("network namespaces need root: run the tests as root (CI does)")
-    base = secrets.token_hex(2)
+    base = netns.free_network_id()
     mine, other = netns.Network(base, ["a"]), netns.Network(base + "0", ["a"])
     try:
         mine.create()
@@ -165,3 +164,40 @@ def test_remove_touches_only_its_own_network() -> None:
 def test_bad_names_are_refused(network_id: str, hosts: list[str], says: str) -> None:
     with pytest.raises(ConfigError, match=says):
         netns.Network(network_id, hosts)
+
+
+def test_a_host_half_made_by_a_crash_is_made_whole_again() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("network namespaces need root: run the tests as root (CI does)")
+    net = netns.Network(netns.free_network_id(), ["a"])
+    host = net["a"]
+    try:
+        # a crash between creating the veth pair and moving its end into the namespace
+        subprocess.run(["ip", "netns", "add", host.namespace], check=True)
+        subprocess.run(["ip", "link", "add", host.veth, "type", "veth", "peer", "name",
+                        f"{host.veth}p"], check=True)  # fmt: skip
+        net.create()
+        inside = subprocess.run(host.argv("ip", "-o", "-4", "addr", "show", "eth0"),
+                                capture_output=True, text=True, check=True).stdout  # fmt: skip
+        assert host.address in inside
+    finally:
+        net.remove()
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert host.veth not in links
+
+
+def test_etc_netns_files_of_namespaces_already_gone_are_removed_too() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("network namespaces need root: run the tests as root (CI does)")
+    network_id = netns.free_network_id()
+    stale = netns.NETNS_ETC / f"{netns.PREFIX}{network_id}-node-0"  # left by a reboot
+    stale.mkdir(parents=True)
+    (stale / "hosts").write_text("127.0.0.1 localhost\n")
+    other = netns.NETNS_ETC / "someone-elses"
+    other.mkdir(parents=True, exist_ok=True)
+    try:
+        netns.remove(network_id)
+        assert not stale.exists()
+        assert other.exists()  # not ours: untouched
+    finally:
+        other.rmdir()
