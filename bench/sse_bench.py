@@ -32,6 +32,7 @@ import httpx
 
 from redisops import acl
 from redisops.client import Endpoint, connect_cluster
+from redisops.local import process
 from redisops.local.settings import HOST
 from redisops.local.twin import Twin
 from redisops.tokens import mint
@@ -210,9 +211,7 @@ def main() -> None:
         own = args.state_dir is None
         twin = Twin(args.state_dir or workdir / "twin")
         if own:
-            import random
-
-            twin.up(base_port=random.randrange(20000, 29000, 10), sse_proxy=False)
+            twin.up(base_port=process.free_base_port("127.0.0.1", 6), sse_proxy=False)
         twin.proxy.ensure_credentials()
         secret = twin.proxy.secret_file.read_text().strip()
         token = mint(secret, "bench", ["*"], ["*"], 3600)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -20,23 +18,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from redisops.local import process
 from redisops.local.twin import Twin
 
 
 def free_base(count: int) -> int:
-    for _ in range(200):
-        base = random.randrange(20000, 29000, 10)
-        ok = True
-        for port in range(base, base + count):
-            for p in (port, port + 10000):
-                with socket.socket() as sock:
-                    try:
-                        sock.bind(("127.0.0.1", p))
-                    except OSError:
-                        ok = False
-        if ok:
-            return base
-    raise RuntimeError("no free ports")
+    """Below the ephemeral range (redisops.local.process.free_base_port)."""
+    return process.free_base_port("127.0.0.1", count)
 
 
 def stats(values: list[float]) -> dict[str, float]:

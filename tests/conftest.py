@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import shutil
 import socket
 from collections.abc import Iterator
@@ -10,28 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from redisops.local import process
 from redisops.local.settings import BUS_OFFSET
 from redisops.local.twin import Twin
 
 
-def _free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_base_port(count: int) -> int:
-    """A base port such that base..base+count-1 and their bus ports (+10000) are free."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 29000, 10)
-        ports = [base + i for i in range(count)]
-        if all(_free(p) and _free(p + BUS_OFFSET) for p in ports):
-            return base
-    raise RuntimeError("no free port range found")
+    """A base port such that base..base+count-1 and their bus ports (+10000) are free, all
+    below the kernel's ephemeral range."""
+    return process.free_base_port("127.0.0.1", count, BUS_OFFSET)
 
 
 def free_port() -> int:

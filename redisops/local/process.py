@@ -74,13 +74,30 @@ def exited(pid: int) -> bool:
     return state in ("Z", "X")
 
 
+def ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (outgoing connections' local ports)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_base_port(host: str, count: int, bus_offset: int = 10000) -> int:
-    """A base port with `count` free ports from it, and free bus ports above them."""
+    """A base port with `count` free ports from it, and free bus ports above them, all
+    below the ephemeral range: there, any outgoing connection on the machine could take a
+    port between this check and redis-server's bind."""
     import random
 
     rng = random.Random()
+    top = ephemeral_low() - bus_offset - count
+    if top <= 10000:
+        raise OperationError(
+            f"the ephemeral port range starts at {ephemeral_low()}: no room below it for "
+            f"{count} ports and their bus ports (+{bus_offset}); raise its start "
+            "(net.ipv4.ip_local_port_range)"
+        )
     for _ in range(500):
-        base = rng.randrange(20000, 29000, 10)
+        base = rng.randrange(10000, top, 10)
         ports = [base + i for i in range(count)]
         if not any(_port_in_use(host, p) or _port_in_use(host, p + bus_offset) for p in ports):
             return base

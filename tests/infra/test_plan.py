@@ -650,6 +650,7 @@ def test_redis_conf_equals_the_twin_rendering(
 ) -> None:
     config = plan.one("ConfigMap", "redis-cluster-config")["data"]["redis.conf"]
     twin_settings = TwinSettings(
+        replicas=settings.redis.replicas,
         node_timeout_ms=settings.redis.node_timeout_ms,
         maxmemory=settings.redis.maxmemory,
         tls_auth_clients=settings.redis.tls_auth_clients,
