@@ -455,7 +455,7 @@ def _measure(
     min_replicas: bool,
     notes: dict[str, Any],
 ) -> dict[str, Any]:
-    settings = twin.settings()
+    settings = twin.settings()  # after the drill: a scale-out changed the shape
     cluster = connect_cluster(
         settings.endpoints, twin.client_tls(acl.ADMIN), twin.credentials(acl.ADMIN)
     )
@@ -518,7 +518,7 @@ def _measure(
         "what": drill.what,
         "min_replicas_to_write": 1 if min_replicas else 0,
         "min_replicas_max_lag_s": notes.get("max_lag_s"),
-        "shape": f"{twin.settings().shards}x{twin.settings().replicas}",
+        "shape": f"{settings.shards}x{settings.replicas}",
         "hold_s": round(healed - started, 2),
         "time_to_full_redundancy_s": round(redundant - healed, 2),
         "whole_afterwards": not problems,
@@ -576,17 +576,11 @@ def _reconcile_actions(twin: Twin) -> list[str]:
 
 @contextlib.contextmanager
 def netns_twin(root: Path, node_timeout_ms: int, replicas: int = 1) -> Iterator[Twin]:
-    from tests.conftest import free_base_port, free_port
-
+    """A netns twin, removed afterwards. Its default ports are free: every node and the
+    proxy listen in a namespace of their own."""
     twin = Twin(root)
     try:
-        report = twin.up(
-            hosts="netns",
-            replicas=replicas,
-            base_port=free_base_port(3 * (1 + replicas)),
-            proxy_port=free_port(),
-            node_timeout_ms=node_timeout_ms,
-        )
+        report = twin.up(hosts="netns", replicas=replicas, node_timeout_ms=node_timeout_ms)
         if not report.healthy:
             raise RuntimeError(f"the netns twin did not form: {report.findings}")
         yield twin

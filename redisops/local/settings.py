@@ -184,6 +184,7 @@ class TwinSettings(BaseModel):
             raise ConfigError("a netns twin has no network id; recreate it")
         numbers = {PROXY_HOST: 2, **{name: 3 + i for i, name in enumerate(CLIENT_HOSTS)}}
         numbers |= {self.node_host(i): FIRST_NODE_NUMBER + i for i in range(self.node_count)}
+        # host_of derives the same address from a port (also a departed node's)
         return netns.Network(self.network_id, numbers)
 
     def host_of(self, port: int) -> str:

@@ -404,3 +404,14 @@ def settings(stack: str, overrides: dict[str, Any] | None = None) -> Any:
 
     raw = stack_config(stack, overrides)
     return stack_settings.load(stack_settings.from_pulumi_config(raw))
+
+
+def error_of(stack: str, overrides: dict[str, Any]) -> str:
+    """The message the stack's settings, with `overrides`, are refused with."""
+    import pytest
+
+    from redisops.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        settings(stack, overrides)
+    return str(caught.value)

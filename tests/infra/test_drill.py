@@ -17,28 +17,12 @@ from infra.k8s import common, network
 from infra.k8s.drill import CRONJOB, POD_SELECTOR
 from redisops.backup import drill_job
 from redisops.cli import app
-from redisops.errors import ConfigError
 from tests.infra import harness
+from tests.infra.harness import error_of
 
 KUBE = "1.33"
-STACKS = ("dev", "prod")
 DRILL_NS = common.DRILL_NAMESPACE
 WORKLOAD_IDENTITY = "iam.gke.io/gcp-service-account"
-
-
-@pytest.fixture(params=STACKS)
-def stack(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def plan(stack: str) -> harness.Plan:
-    return harness.recorded(stack)
-
-
-@pytest.fixture
-def settings(stack: str) -> Any:
-    return harness.settings(stack)
 
 
 def in_drill_namespace(plan: harness.Plan) -> list[harness.Registration]:
@@ -322,12 +306,6 @@ def test_without_the_gcp_layer_the_drill_acts_as_the_configured_account() -> Non
 
 
 # ---- the schedule's checks ------------------------------------------------------------------
-
-
-def error_of(stack: str, overrides: dict[str, Any]) -> str:
-    with pytest.raises(ConfigError) as caught:
-        harness.settings(stack, overrides)
-    return str(caught.value)
 
 
 def backup_of(stack: str, **changes: Any) -> dict[str, Any]:

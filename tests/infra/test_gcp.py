@@ -13,8 +13,8 @@ from infra.gcp.gke import NODE_ROLES
 from infra.k8s.common import POOL_LABEL
 from infra.settings import BROAD_ROLES, gke_allocatable_gib, machine_memory_gib, quantity_gib
 from redisops import acl, alerts
-from redisops.errors import ConfigError
 from tests.infra import harness
+from tests.infra.harness import error_of
 
 _PLANS: dict[str, harness.Plan] = {}
 
@@ -438,12 +438,6 @@ def test_secret_outputs_are_secret(plan: harness.Plan) -> None:
 
 
 # ---- stack mistakes -----------------------------------------------------------------------
-
-
-def error_of(stack: str, overrides: dict[str, Any]) -> str:
-    with pytest.raises(ConfigError) as caught:
-        harness.settings(stack, overrides)
-    return str(caught.value)
 
 
 def _without(d: dict[str, Any], key: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import pytest
 
 from redisops.errors import ConfigError
 from tests.infra import harness
+from tests.infra.harness import error_of
 
 
 def section(stack: str, key: str, **changes: Any) -> dict[str, Any]:
@@ -30,12 +31,6 @@ def gcp_of(stack: str, **gke: Any) -> dict[str, Any]:
 
 
 EXISTING_GKE = {"create": False, "name": "shared-gke", "location": "europe-west1"}
-
-
-def error_of(stack: str, overrides: dict[str, Any]) -> str:
-    with pytest.raises(ConfigError) as caught:
-        harness.settings(stack, overrides)
-    return str(caught.value)
 
 
 @pytest.mark.parametrize(

@@ -27,24 +27,8 @@ from redisops.errors import ConfigError
 from tests.infra import harness
 
 KUBE = "1.33"
-STACKS = ("dev", "prod")
 POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"
 UPTIME_POLICY = "uptime-alert"  # infra/gcp/edge.py: not one of redisops.alerts' PromQL alerts
-
-
-@pytest.fixture(params=STACKS)
-def stack(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def plan(stack: str) -> harness.Plan:
-    return harness.recorded(stack)
-
-
-@pytest.fixture
-def settings(stack: str) -> Any:
-    return harness.settings(stack)
 
 
 def cloud_policies(plan: harness.Plan) -> dict[str, dict[str, Any]]:

@@ -11,12 +11,7 @@ import pytest
 from infra import settings as stack_settings
 from redisops.errors import ConfigError
 from tests.infra import harness
-
-
-def error_of(stack: str, overrides: dict[str, Any]) -> str:
-    with pytest.raises(ConfigError) as caught:
-        harness.settings(stack, overrides)
-    return str(caught.value)
+from tests.infra.harness import error_of
 
 
 def test_the_stack_files_load() -> None:
